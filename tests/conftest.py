@@ -1,0 +1,69 @@
+"""Shared fixtures: small datasets the project generates itself, and the real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(sub: str) -> Path:
+    """Path under ../shared/data, or skip the test cleanly when that folder is absent."""
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Two tests run side by side (pytest -n 2) on two cores: one thread each avoids thrashing.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory) -> Path:
+    """The shapes ImageFolder + multi-label CSVs at 32 px, generated once per test session."""
+    from visbricks.data.synth.shapes import write_classification
+
+    return write_classification(
+        tmp_path_factory.mktemp("data") / "shapes", n_train=240, n_val=60, size=32, seed=1
+    )
+
+
+def write_colour_folder(root: Path, n_per_class: int = 8, size: int = 24, seed: int = 0) -> Path:
+    """A two-class ImageFolder (reddish vs bluish noise) for fast plumbing tests."""
+    from visbricks.data.io import write_image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c, name in enumerate(("blue", "red")):
+            for i in range(n_per_class):
+                img = rng.integers(0, 100, (size, size, 3), dtype=np.uint8)
+                img[..., 2 if c == 0 else 0] += 120
+                write_image(root / split / name / f"{i}.png", img)
+    return root
+
+
+def tiny_config(root: Path, project: Path, *extra: str):
+    """A classify config small enough to train in seconds on one CPU thread."""
+    from visbricks.config import load_config
+
+    overrides = [
+        f"data.root={root}",
+        f"project={project}",
+        "img_size=32",
+        "batch_size=8",
+        "epochs=2",
+        "model.backbone=resnet18",
+        "optim.lr=0.01",
+        "sched.name=cosine",
+        "train.plots=false",
+        "train.tensorboard=false",
+        "deterministic=true",
+    ]
+    return load_config("classify-shapes", [*overrides, "data.synth=null", *extra])

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config, write_colour_folder
+
+from visbricks.cli import run_training
+from visbricks.config import load_config
+from visbricks.engine.trainer import Trainer
+from visbricks.errors import TrainingDiverged
+from visbricks.tasks import build_task
+
+
+def _fit(cfg):
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task=task)
+    trainer.fit()
+    return trainer
+
+
+@pytest.fixture
+def colours(tmp_path):
+    return write_colour_folder(tmp_path / "colours")
+
+
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, colours):
+    # Freeze + unfreeze, EMA, warm-up and accumulation all carry state across the resume.
+    extra = (
+        "train.freeze={backbone: 1}",
+        "train.ema=true",
+        "train.accumulate=2",
+        "sched.warmup_epochs=0.5",
+        "train.lr_mult={backbone: 0.5}",
+    )
+    straight = _fit(tiny_config(colours, tmp_path / "a", "epochs=2", *extra))
+
+    first = _fit(tiny_config(colours, tmp_path / "b", "epochs=1", *extra))
+    ckpt = first.weights_dir / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)["config"]
+    resumed_cfg = load_config(saved, [f"resume={ckpt}", "epochs=2"])
+    resumed = _fit(resumed_cfg)
+
+    assert resumed.run_dir == first.run_dir
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for k, v in straight.ema.module.state_dict().items():
+        assert torch.equal(v, resumed.ema.module.state_dict()[k]), k
+    with open(resumed.run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_freeze_keeps_params_out_of_optimizer_and_bn_statistics_fixed(tmp_path, colours):
+    cfg = tiny_config(colours, tmp_path, "epochs=1", "train.freeze={backbone: 1}")
+    task = build_task(cfg)
+    model = task.build_model()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    trainer = Trainer(cfg, model, task.build_data(), task=task)
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in in_optimizer for p in model.backbone.parameters())
+    assert all(id(p) in in_optimizer for p in model.head.parameters())
+    trainer.fit()
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed while frozen"
+    # The head did train.
+    assert trainer.history[0]["train/loss"] > 0
+
+
+def test_unfreeze_adds_groups_and_lr_mult_applies(tmp_path, colours):
+    cfg = tiny_config(
+        colours,
+        tmp_path,
+        "epochs=2",
+        "train.freeze={backbone: 1}",
+        "train.lr_mult={backbone: 0.1}",
+        "sched.name=constant",
+    )
+    trainer = _fit(cfg)
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["backbone/decay"] == pytest.approx(0.001)
+    assert lrs["default/decay"] == pytest.approx(0.01)
+    assert lrs["backbone/no_decay"] == pytest.approx(0.001)
+    nd = next(g for g in trainer.optimizer.param_groups if g["name"] == "backbone/no_decay")
+    assert nd["weight_decay"] == 0.0
+
+
+def test_run_folder_contents_and_no_overwrite(tmp_path, colours):
+    cfg = tiny_config(colours, tmp_path, "epochs=1", "train.plots=true", "train.tensorboard=true")
+    t1, _ = run_training(cfg)
+    t2, _ = run_training(cfg)
+    assert t1.run_dir.name == "classify-shapes" and t2.run_dir.name == "classify-shapes-2"
+    run = t1.run_dir
+    for name in (
+        "config.yaml",
+        "results.csv",
+        "weights/last.ckpt",
+        "weights/best.safetensors",
+        "weights/best.yaml",
+        "plots/loss.png",
+        "plots/metrics.png",
+        "plots/samples.png",
+        "plots/predictions.png",
+        "plots/confusion_matrix.png",
+    ):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["data"]["root"] == str(colours) and resolved["optim"]["lr"] == 0.01
+    with open(run / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert {"epoch", "lr", "train/loss", "val/loss", "val/top1", "time"} <= set(row)
+    best = yaml.safe_load((run / "weights/best.yaml").read_text())
+    assert best["classes"] == ["blue", "red"] and "val/top1" in best["metrics"]
+
+
+def test_nan_loss_stops_with_step_named_and_keeps_last_checkpoint(tmp_path, colours):
+    cfg = tiny_config(colours, tmp_path, "epochs=2")
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task=task)
+    trainer.fit()
+    ckpt = trainer.weights_dir / "last.ckpt"
+    saved = ckpt.read_bytes()
+
+    cfg2 = load_config(cfg.to_dict(), [f"resume={ckpt}", "epochs=3"])
+    task2 = build_task(cfg2)
+    trainer2 = Trainer(cfg2, task2.build_model(), task2.build_data(), task=task2)
+    original = task2.loss
+    calls = {"n": 0}
+
+    def exploding(outputs, batch):
+        calls["n"] += 1
+        out = original(outputs, batch)
+        if calls["n"] == 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    task2.loss = exploding
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, step 2 \(batch 1\)"):
+        trainer2.fit()
+    assert ckpt.read_bytes() == saved  # the last good checkpoint is intact
+
+
+def test_classifier_learns_shapes(tmp_path, shapes_small):
+    """A real training run on the generated shapes must beat chance (1/6) by a wide margin."""
+    cfg = load_config(
+        "classify-shapes",
+        [
+            f"data.root={shapes_small}",
+            "data.synth=null",
+            f"project={tmp_path}",
+            "img_size=32",
+            "epochs=4",
+            "batch_size=32",
+            "train.plots=false",
+            "train.tensorboard=false",
+            "model.backbone=resnet18",
+            "optim.lr=0.05",
+        ],
+    )
+    trainer, metrics = run_training(cfg)
+    assert metrics["val/top1"] >= 0.5, metrics
+    assert trainer.history[-1]["train/loss"] < trainer.history[0]["train/loss"]

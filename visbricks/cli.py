@@ -1,0 +1,243 @@
+"""The ``visbricks`` command. Heavy imports happen inside each command, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import VisbricksError
+
+EPILOG = (
+    "Every config key can be overridden as key=value, e.g. optim.lr=0.01 model.backbone=resnet34"
+)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume:
+        # Resume continues the saved run: its own config, plus what the user changes (epochs).
+        import torch
+
+        if not Path(resume).is_file():
+            raise VisbricksError(f"resume: checkpoint not found: {resume}")
+        saved = torch.load(resume, map_location="cpu", weights_only=True)["config"]
+        cfg = load_config(saved, overrides)
+    else:
+        cfg = load_config(args.config, overrides)
+    run_training(cfg)
+
+
+def run_training(cfg):
+    from .engine.trainer import Trainer
+    from .tasks import build_task
+
+    task = build_task(cfg)
+    data = task.build_data()
+    model = task.build_model()
+    trainer = Trainer(cfg, model, data, task=task)
+    metrics = trainer.fit()
+    print(f"results: {trainer.run_dir}  (best weights: {trainer.weights_dir / 'best.safetensors'})")
+    return trainer, metrics
+
+
+def _eval(args: argparse.Namespace) -> dict:
+    from .deploy.loading import load_run
+    from .engine.trainer import select_device
+
+    run = load_run(args.weights, args.overrides)
+    device = select_device(run.cfg.device)
+    data = run.task.build_data()
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        data.val,
+        batch_size=run.cfg.batch_size,
+        collate_fn=data.collate_fn,
+        num_workers=run.cfg.workers,
+    )
+    out_dir = Path(args.out) if args.out else run.weights.parent.parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run.model.to(device)
+    metrics = run.task.evaluate(run.model, loader, device, out_dir)
+    with open(out_dir / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    print(f"evaluated {run.weights} on {len(data.val)} validation images")
+    for k, v in metrics.items():
+        print(f"  {k:<24} {v:.4f}")
+    if hasattr(run.task, "format_report"):
+        print(run.task.format_report(metrics))
+    print(f"written: {out_dir / 'metrics.json'}")
+    return metrics
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .deploy.loading import load_run
+    from .deploy.predict import predict
+    from .engine.rundir import new_run_dir
+
+    run = load_run(args.weights)
+    out = Path(args.out) if args.out else new_run_dir("runs", "predict", run.cfg.name)
+    predict(run, args.source, out)
+    print(f"predictions written to {out} (annotated images + predictions.json)")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from .config import load_config, parse_img_size
+    from .deploy.summary import summarize
+    from .tasks import build_task
+
+    cfg = load_config(args.config, args.overrides)
+    task = build_task(cfg)
+    model = task.build_model(load_pretrained=False)
+    print(
+        summarize(
+            model, parse_img_size(cfg.img_size), cfg.model.in_channels, args.depth, args.rf_size
+        )
+    )
+
+
+def _data_synth(args: argparse.Namespace) -> None:
+    if args.kind == "shapes":
+        from .data.synth import shapes
+
+        if args.format == "imagefolder":
+            out = shapes.write_classification(args.out, seed=args.seed)
+        else:
+            out = shapes.write_detection(args.out, fmt=args.format, seed=args.seed)
+    else:
+        from .data.synth import driving
+
+        out = driving.write_driving(args.out, seed=args.seed)
+    print(f"dataset written to {out}")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from .data.check import check_dataset
+
+    report = check_dataset(args.data, strict=args.strict)
+    print(report.format())
+
+
+def _data_convert(args: argparse.Namespace) -> None:
+    from .data.formats import convert
+
+    out = convert(args.src, args.out, to=args.to)
+    print(f"converted {args.src} to {args.to} in {out}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .deploy.loading import load_run
+    from .deploy.predict import predict
+
+    start = time.time()
+    cfg = load_config(args.preset, args.overrides)
+    trainer, metrics = run_training(cfg)
+    train_time = time.time() - start
+    run = load_run(trainer.run_dir)
+    val_root = Path(cfg.data.root) / cfg.data.val
+    out = trainer.run_dir / "predict"
+    images = sorted(p for p in val_root.rglob("*.png"))[
+        :: max(1, len(list(val_root.rglob("*.png"))) // 8)
+    ][:8]
+    tmp = out / "inputs"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for p in images:
+        (tmp / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    predict(run, tmp, out)
+    print("\n=== visbricks demo ===")
+    print(f"task: {cfg.task}  preset: {args.preset}  training+eval time: {train_time:.0f}s")
+    for k, v in metrics.items():
+        print(f"  {k:<20} {v:.4f}")
+    print(f"run folder:      {trainer.run_dir}")
+    print(f"  config:        {trainer.run_dir / 'config.yaml'}")
+    print(f"  results:       {trainer.run_dir / 'results.csv'}")
+    print(f"  plots:         {trainer.plots_dir}")
+    print(f"  best weights:  {trainer.weights_dir / 'best.safetensors'}")
+    print(f"  predictions:   {out}")
+    print(f"TensorBoard:     tensorboard --logdir {trainer.run_dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="visbricks",
+        description="Modular computer vision: train, evaluate, predict.",
+        epilog=EPILOG,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a preset or YAML config", epilog=EPILOG)
+    t.add_argument("config", help="preset name (e.g. classify-shapes) or path to a YAML config")
+    t.add_argument("overrides", nargs="*", help="key=value overrides; resume=PATH continues a run")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="metrics of trained weights on the validation split")
+    e.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    e.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
+    e.add_argument("--out", help="folder for metrics.json and plots (default: <run>/eval)")
+    e.set_defaults(func=_eval)
+
+    pr = sub.add_parser("predict", help="annotate images: a file, a folder or a glob")
+    pr.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    pr.add_argument("source", help="image, folder or glob pattern (quote it)")
+    pr.add_argument("--out", help="output folder (default: runs/predict/<name>)")
+    pr.set_defaults(func=_predict)
+
+    s = sub.add_parser("summary", help="layers, shapes, parameters, FLOPs, receptive fields")
+    s.add_argument("config", help="preset name or YAML config")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--depth", type=int, default=2, help="module nesting depth to list")
+    s.add_argument("--rf-size", type=int, default=512, help="probe image size for receptive fields")
+    s.set_defaults(func=_summary)
+
+    d = sub.add_parser("data", help="generate, check and convert datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    ds = dsub.add_parser("synth", help="write a synthetic dataset (no download)")
+    ds.add_argument("kind", choices=["shapes", "driving"])
+    ds.add_argument("--out", required=True, help="output folder")
+    ds.add_argument(
+        "--format",
+        default="imagefolder",
+        choices=["imagefolder", "coco", "voc", "yolo"],
+        help="shapes: imagefolder (+ multi-label CSV) or a detection format",
+    )
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(func=_data_synth)
+    dc = dsub.add_parser("check", help="validate a dataset and list every bad file")
+    dc.add_argument("data", help="data YAML (or a COCO json / VOC or YOLO folder)")
+    dc.add_argument("--strict", action="store_true", help="stop at the first problem")
+    dc.set_defaults(func=_data_check)
+    dv = dsub.add_parser("convert", help="convert between coco, voc and yolo")
+    dv.add_argument("src", help="data YAML, COCO json, VOC or YOLO folder")
+    dv.add_argument("--to", required=True, choices=["coco", "voc", "yolo"])
+    dv.add_argument("--out", required=True)
+    dv.set_defaults(func=_data_convert)
+
+    m = sub.add_parser("demo", help="train, evaluate and predict on the embedded default data")
+    m.add_argument("--preset", default="classify-shapes")
+    m.add_argument("overrides", nargs="*")
+    m.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VisbricksError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: formats in, tensors out; augmentation keeps boxes and masks aligned with pixels."""

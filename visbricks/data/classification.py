@@ -1,0 +1,191 @@
+"""Image-level labels: ImageFolder (one class per image) and fastai-style CSV (multi-label).
+
+Every file is decoded once when the dataset is built: a corrupt image is found before training
+starts — warned, skipped and counted, or an error with ``strict=True`` — instead of killing a
+DataLoader worker an hour in. With ``cache=True`` the decoded pixels are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ..errors import DataError
+from .io import is_image_file, read_image, safe_join
+
+
+def imagefolder_classes(folder: str | Path) -> list[str]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"dataset folder not found: {folder}")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"{folder}: no class sub-folders (ImageFolder layout is <split>/<class>/*.jpg)"
+        )
+    return classes
+
+
+def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
+    """``filename,labels`` rows with space-separated labels (fastai's multi-label CSV)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label CSV not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header[:2]] != ["filename", "labels"]:
+            raise DataError(f"{path}: the first line must be the header 'filename,labels'")
+        rows = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise DataError(f"{path}:{line_no}: expected 'filename,labels', got {row}")
+            rows.append((row[0].strip(), row[1].split()))
+    return rows
+
+
+def csv_classes(path: str | Path) -> list[str]:
+    return sorted({label for _, labels in read_label_csv(path) for label in labels})
+
+
+class LabelledImages(Dataset):
+    """Images with a class index (``label``) or a multi-hot vector (``labels``)."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        targets: Sequence[int | list[int]],
+        classes: list[str],
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        multilabel: bool = False,
+        strict: bool = False,
+        cache: bool = False,
+    ) -> None:
+        if not files:
+            raise DataError("dataset is empty: no images found")
+        self.classes = classes
+        self.transform = transform
+        self.multilabel = multilabel
+        self.skipped: list[tuple[str, str]] = []
+        self.files: list[Path] = []
+        self.targets: list = []
+        self._cache: list[np.ndarray] | None = [] if cache else None
+        for file, target in zip(files, targets):
+            try:
+                pixels = read_image(file)
+            except DataError as e:
+                if strict:
+                    raise
+                self.skipped.append((str(file), str(e)))
+                continue
+            self.files.append(Path(file))
+            self.targets.append(target)
+            if self._cache is not None:
+                self._cache.append(pixels)
+        if self.skipped:
+            shown = "; ".join(f"{f}: {why}" for f, why in self.skipped[:5])
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image(s) of {len(files)} ({shown}); "
+                "set data.strict=true to make this an error",
+                stacklevel=2,
+            )
+        if not self.files:
+            raise DataError("dataset is empty: every image was unreadable")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        pixels = self._cache[index] if self._cache is not None else read_image(self.files[index])
+        image = torch.from_numpy(pixels).permute(2, 0, 1)  # HWC uint8 → CHW, as v2 expects
+        if self.transform is not None:
+            image = self.transform(image)
+        sample = {"image": image, "index": index}
+        if self.multilabel:
+            target = torch.zeros(len(self.classes))
+            target[self.targets[index]] = 1.0
+            sample["labels"] = target
+        else:
+            sample["label"] = self.targets[index]
+        return sample
+
+
+def imagefolder_dataset(
+    folder: str | Path, classes: list[str] | None = None, **kwargs
+) -> LabelledImages:
+    folder = Path(folder)
+    found = imagefolder_classes(folder)
+    classes = classes or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder}: class folders {unknown} are not in the class list {classes}")
+    files, targets = [], []
+    for idx, name in enumerate(classes):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            continue  # a class absent from this split
+        for f in sorted(class_dir.rglob("*")):
+            if is_image_file(f):
+                files.append(f)
+                targets.append(idx)
+    if not files:
+        raise DataError(f"dataset is empty: no images under {folder}")
+    return LabelledImages(files, targets, classes, **kwargs)
+
+
+def csv_dataset(csv_path: str | Path, classes: list[str] | None = None, **kwargs) -> LabelledImages:
+    csv_path = Path(csv_path)
+    rows = read_label_csv(csv_path)
+    if not rows:
+        raise DataError(f"dataset is empty: {csv_path} has no rows")
+    classes = classes or csv_classes(csv_path)
+    index = {c: i for i, c in enumerate(classes)}
+    files, targets = [], []
+    for name, labels in rows:
+        unknown = [label for label in labels if label not in index]
+        if unknown:
+            raise DataError(f"{csv_path}: {name} has labels {unknown} not in the class list")
+        files.append(safe_join(csv_path.parent, name))
+        targets.append([index[label] for label in labels])
+    return LabelledImages(files, targets, classes, multilabel=True, **kwargs)
+
+
+def classification_transforms(
+    img_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    train: bool,
+    aug: dict,
+) -> v2.Compose:
+    """uint8 CHW → normalized float CHW of ``img_size`` (height, width)."""
+    steps: list = []
+    if train:
+        steps.append(
+            v2.RandomResizedCrop(img_size, scale=tuple(aug["scale"]), ratio=tuple(aug["ratio"]))
+        )
+        if aug["hflip"] > 0:
+            steps.append(v2.RandomHorizontalFlip(aug["hflip"]))
+        if aug["vflip"] > 0:
+            steps.append(v2.RandomVerticalFlip(aug["vflip"]))
+        if aug["rotate"] > 0:
+            steps.append(v2.RandomRotation(aug["rotate"]))
+        if aug["color_jitter"] > 0:
+            j = aug["color_jitter"]
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    else:
+        h, w = img_size
+        ratio = aug["crop_ratio"]
+        # Square outputs resize the short side (aspect kept, as torchvision's references do).
+        resize = round(h / ratio) if h == w else (round(h / ratio), round(w / ratio))
+        steps += [v2.Resize(resize), v2.CenterCrop(img_size)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)

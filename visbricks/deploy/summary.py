@@ -1,0 +1,174 @@
+"""``visbricks summary``: per-layer output shapes, parameters, FLOPs, and the receptive field and
+stride of every feature level the backbone hands to the neck/head."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class LevelInfo:
+    stride: int
+    channels: int
+    receptive_field: int
+    clipped: bool  # the field reached the probe image's border: the true value is at least this
+
+
+def _leafish(model: nn.Module, depth: int) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if name
+        and (
+            name.count(".") + 1 == depth or (name.count(".") + 1 < depth and not list(m.children()))
+        )
+    ]
+
+
+def layer_table(
+    model: nn.Module, images: torch.Tensor, depth: int = 2
+) -> list[tuple[str, str, str, int, int]]:
+    """(name, type, output shape, parameters, FLOPs) for modules down to ``depth`` levels."""
+    rows: dict[str, list] = {}
+    hooks = []
+
+    def shape_of(out) -> str:
+        if isinstance(out, torch.Tensor):
+            return str(list(out.shape))
+        if isinstance(out, (list, tuple)):
+            return " ".join(shape_of(o) for o in out)
+        if isinstance(out, dict):
+            return " ".join(f"{k}:{shape_of(v)}" for k, v in out.items())
+        return "-"
+
+    modules = _leafish(model, depth)
+    for name, module in modules:
+        rows[name] = [
+            name,
+            type(module).__name__,
+            "-",
+            sum(p.numel() for p in module.parameters()),
+            0,
+        ]
+        hooks.append(
+            module.register_forward_hook(
+                lambda m, i, o, name=name: rows[name].__setitem__(2, shape_of(o))
+            )
+        )
+    counter = FlopCounterMode(display=False, depth=depth + 1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), counter:
+            model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    counts = counter.get_flop_counts()
+    for name in rows:
+        # FlopCounterMode names modules by their path from the root module's class name.
+        key = next((k for k in counts if k.endswith("." + name)), None)
+        if key is not None:
+            rows[name][4] = int(sum(counts[key].values()))
+    return [tuple(r) for r in rows.values()]
+
+
+def total_flops(model: nn.Module, images: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), counter:
+        model(images)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def receptive_fields(backbone: nn.Module, in_channels: int = 3, size: int = 512) -> list[LevelInfo]:
+    """Measure each level's receptive field: the input pixels with a non-zero gradient for the
+    centre cell of that level.
+
+    The probe is a float64 copy in which every convolution averages (weights 1/fan-in), norms are
+    identities and max-pools are average pools, fed a small positive image: every path then
+    carries a strictly positive gradient and nothing saturates, so the support of the gradient is
+    exactly the receptive field, for any topology (residuals, dense blocks, SE).
+    """
+    probe = copy.deepcopy(backbone).double().eval()
+    for name, module in list(probe.named_modules()):
+        if isinstance(module, nn.MaxPool2d):
+            parent = probe.get_submodule(name.rpartition(".")[0]) if "." in name else probe
+            setattr(
+                parent,
+                name.rpartition(".")[2],
+                nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode),
+            )
+    with torch.no_grad():
+        for module in probe.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.fill_(1.0 / fan_in)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0 - module.eps)
+                if module.affine:
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+            elif isinstance(module, nn.Linear):
+                module.weight.fill_(1.0 / module.in_features)
+                if module.bias is not None:
+                    module.bias.fill_(0.0)
+    x = torch.full((1, in_channels, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
+    feats = probe(x)
+    out = []
+    for level, f in enumerate(feats):
+        if x.grad is not None:
+            x.grad = None
+        h, w = f.shape[-2:]
+        f[0, :, h // 2, w // 2].sum().backward(retain_graph=level + 1 < len(feats))
+        support = x.grad[0].abs().sum(0) > 0
+        rows = torch.nonzero(support.any(1)).flatten()
+        cols = torch.nonzero(support.any(0)).flatten()
+        extent = int(max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1))
+        clipped = bool(
+            rows.min() == 0 or cols.min() == 0 or rows.max() == size - 1 or cols.max() == size - 1
+        )
+        out.append(LevelInfo(size // h, f.shape[1], extent, clipped))
+    return out
+
+
+def summarize(
+    model: nn.Module,
+    img_size: tuple[int, int],
+    in_channels: int = 3,
+    depth: int = 2,
+    rf_size: int = 512,
+) -> str:
+    images = torch.zeros(1, in_channels, *img_size)
+    lines = [f"{'layer':<40} {'type':<22} {'output':<28} {'params':>10} {'FLOPs':>12}"]
+    for name, kind, shape, params, flops in layer_table(model, images, depth):
+        lines.append(f"{name:<40} {kind:<22} {shape[:28]:<28} {params:>10,} {flops:>12,}")
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    flops = total_flops(model, images)
+    lines.append("")
+    lines.append(f"parameters: {n_params:,} ({n_train:,} trainable)")
+    lines.append(
+        f"FLOPs at {img_size[1]}x{img_size[0]}: {flops / 1e9:.3f} G (torch.utils.flop_counter; "
+        "a multiply-add counts 2)"
+    )
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        lines.append("")
+        lines.append(f"backbone levels (receptive field probed on a {rf_size}x{rf_size} image):")
+        lines.append(f"  {'level':<6} {'stride':>6} {'channels':>9} {'receptive field':>16}")
+        for i, lv in enumerate(receptive_fields(backbone, in_channels, rf_size)):
+            rf = f"≥{lv.receptive_field}" if lv.clipped else str(lv.receptive_field)
+            lines.append(f"  {i:<6} {lv.stride:>6} {lv.channels:>9} {rf:>16}")
+    return "\n".join(lines)

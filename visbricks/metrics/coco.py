@@ -1,0 +1,298 @@
+"""COCO box metrics (AP[.5:.95], AP50, AP75, AP/AR by size, AR@1/10/100) through pycocotools.
+
+The numbers come from pycocotools' ``COCOeval`` itself, never from a re-implementation, so they are
+the numbers papers report. The ground truth is built once per evaluation straight from a
+:class:`~visbricks.data.records.DetectionSet` (the annotations as read, not as a dataset's
+transforms would return them), and predictions are expected in original-image pixels.
+
+Conventions of the ground truth built here:
+
+- category ids are ``1..C`` (class id + 1), in the dataset's class order;
+- image ids come from :func:`coco_image_ids`;
+- ``area`` is the mask area when the object has a segmentation (polygon or RLE), else the box
+  area. COCOeval splits small/medium/large on this field, and official COCO annotations carry the
+  mask area, so this reproduces official numbers on COCO data;
+- VOC ``difficult`` objects are ordinary objects here: COCO has no such notion (``iscrowd``
+  regions, which COCO ignores, are a different thing and are kept as they are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.records import DetectionSet, ImageRecord
+from ..errors import ConfigError, DataError
+from .voc import prediction_arrays
+
+# Names for COCOeval.stats, in its order. A value of -1 is pycocotools' "no ground truth in this
+# area range" (e.g. APs on a dataset without small objects) and is passed through unchanged.
+COCO_STAT_NAMES: tuple[str, ...] = (
+    "AP",  # AP averaged over IoU 0.50:0.05:0.95, all areas, 100 detections per image
+    "AP50",
+    "AP75",
+    "AP_small",  # area < 32^2
+    "AP_medium",  # 32^2 <= area < 96^2
+    "AP_large",  # area >= 96^2
+    "AR1",  # recall with at most 1 detection per image, averaged over IoU 0.50:0.95
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
+
+BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+def coco_image_ids(dataset: DetectionSet) -> list[int]:
+    """The COCO image id of each record: its own ``image_id`` when these are unique (a COCO file
+    read back keeps its ids), else ``1..N`` in record order (VOC/YOLO readers leave them at 0)."""
+    ids = [int(r.image_id) for r in dataset.records]
+    return ids if len(set(ids)) == len(ids) else list(range(1, len(ids) + 1))
+
+
+def _object_area(record: ImageRecord, k: int, box_area: float) -> float:
+    seg = record.segmentations[k]
+    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+        return box_area
+    h, w = record.height, record.width
+    try:
+        if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:  # compressed RLE
+            rle = seg
+        return float(mask_utils.area(rle))
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise DataError(f"{record.file}: object {k} has an unreadable segmentation ({e})") from None
+
+
+def coco_gt_dict(dataset: DetectionSet) -> dict[str, Any]:
+    """The COCO ground-truth JSON (as a dict) for a DetectionSet, boxes XYXY -> xywh."""
+    images, annotations = [], []
+    ann_id = 1  # COCOeval marks "unmatched" with id 0, so annotation ids must start at 1
+    for record, image_id in zip(dataset.records, coco_image_ids(dataset)):
+        images.append(
+            {
+                "id": image_id,
+                "file_name": record.file,
+                "width": record.width,
+                "height": record.height,
+            }
+        )
+        bad = record.labels[(record.labels < 0) | (record.labels >= len(dataset.classes))]
+        if bad.size:
+            raise DataError(
+                f"{record.file}: class id {int(bad[0])} outside 0..{len(dataset.classes) - 1}"
+            )
+        boxes = record.boxes.astype(np.float64)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        for k in range(len(boxes)):
+            w, h = float(wh[k, 0]), float(wh[k, 1])
+            ann = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": int(record.labels[k]) + 1,
+                "bbox": [float(boxes[k, 0]), float(boxes[k, 1]), w, h],
+                "area": _object_area(record, k, w * h),
+                "iscrowd": int(record.iscrowd[k]),
+            }
+            if record.segmentations[k] is not None:
+                ann["segmentation"] = record.segmentations[k]
+            annotations.append(ann)
+            ann_id += 1
+    categories = [{"id": c + 1, "name": name} for c, name in enumerate(dataset.classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def build_coco_gt(dataset: DetectionSet, verbose: bool = False) -> COCO:
+    """A pycocotools ``COCO`` ground truth for ``dataset`` (see the module docstring)."""
+    coco = COCO()
+    coco.dataset = coco_gt_dict(dataset)
+    with _quiet(verbose):
+        coco.createIndex()
+    return coco
+
+
+def predictions_to_coco_results(
+    predictions: Sequence[Any],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The COCO results list (``image_id, category_id, bbox xywh, score``) of per-image predictions.
+
+    ``predictions[i]`` is ``{"boxes": (N, 4) XYXY original-image pixels, "labels", "scores"}`` for
+    image ``image_ids[i]``. Class id ``c`` becomes category ``category_ids[c]``, by default
+    ``c + 1`` (the ids :func:`build_coco_gt` uses).
+    """
+    if len(predictions) != len(image_ids):
+        raise DataError(
+            f"{len(predictions)} prediction entries for {len(image_ids)} image ids; give one "
+            "(possibly empty) prediction per image"
+        )
+    num_classes = len(category_ids) if category_ids is not None else None
+    results = []
+    for i, (pred, image_id) in enumerate(zip(predictions, image_ids)):
+        boxes, labels, scores = prediction_arrays(pred, num_classes, f"predictions[{i}]")
+        for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist()):
+            cat = int(category_ids[label]) if category_ids is not None else label + 1
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": cat,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "score": score,
+                }
+            )
+    return results
+
+
+def write_results_json(
+    predictions: Sequence[Any],
+    image_ids: Sequence[int],
+    path: str | Path,
+    category_ids: Sequence[int] | None = None,
+) -> Path:
+    """Write :func:`predictions_to_coco_results` as a standard COCO results JSON file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = predictions_to_coco_results(predictions, image_ids, category_ids)
+    path.write_text(json.dumps(results))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    # pycocotools prints progress and the summary table on stdout; keep it out of logs by default.
+    if verbose:
+        yield
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def _load_results(results: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(results, (str, Path)):
+        try:
+            loaded = json.loads(Path(results).read_text())
+        except FileNotFoundError:
+            raise DataError(f"COCO results file not found: {results}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot read COCO results file {results}: {e}") from None
+        if not isinstance(loaded, list):
+            raise DataError(f"{results}: a COCO results file is a JSON list of detections")
+        where = str(results)
+    else:
+        loaded, where = list(results), "results"
+    # loadRes adds keys to the dicts it is given; copies keep the caller's list untouched.
+    out = []
+    for k, r in enumerate(loaded):
+        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in r]
+        if missing:
+            raise DataError(f"{where}: detection {k} lacks {missing}")
+        if len(r["bbox"]) != 4:
+            raise DataError(f"{where}: detection {k} has bbox {r['bbox']}, expected [x, y, w, h]")
+        out.append(dict(r))
+    return out
+
+
+def _check_ids(gt: Any, results: list[dict[str, Any]], where: str) -> None:
+    unknown_images = {r["image_id"] for r in results} - set(gt.getImgIds())
+    if unknown_images:
+        raise DataError(
+            f"{where}: image ids {sorted(unknown_images)[:5]} are not in the ground truth; "
+            "use coco_image_ids(dataset) for the ids"
+        )
+    unknown_cats = {r["category_id"] for r in results} - set(gt.getCatIds())
+    if unknown_cats:
+        raise DataError(
+            f"{where}: category ids {sorted(unknown_cats)[:5]} are not in the ground truth "
+            f"(which has {sorted(gt.getCatIds())[:10]}...); class c is category c + 1"
+        )
+
+
+def _backend(name: str) -> tuple[type, type]:
+    if name == "pycocotools":
+        return COCO, COCOeval
+    if name == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO as FastCOCO
+            from faster_coco_eval import COCOeval_faster
+        except ImportError:
+            raise ConfigError(
+                "backend 'faster_coco_eval' is not installed: pip install faster-coco-eval"
+            ) from None
+        return FastCOCO, COCOeval_faster
+    raise ConfigError(f"unknown COCO backend '{name}'; choose one of {BACKENDS}")
+
+
+def _ground_truth(gt: DetectionSet | COCO, coco_cls: type) -> Any:
+    if isinstance(gt, DetectionSet):
+        data = coco_gt_dict(gt)
+    elif hasattr(gt, "dataset"):
+        data = gt.dataset
+        anns = data.get("annotations", [])
+        if any(a.get("id", 0) <= 0 for a in anns):
+            # COCOeval records a match as the matched annotation's id and reads 0 as "unmatched",
+            # so a file numbering annotations from 0 (labelme's export does) would silently turn
+            # hits on that annotation into false positives. Ids carry no other meaning: renumber.
+            data = {**data, "annotations": [{**a, "id": k + 1} for k, a in enumerate(anns)]}
+        elif coco_cls is COCO and isinstance(gt, COCO):
+            return gt  # already indexed by the library that will evaluate it
+    else:
+        raise ConfigError(f"ground truth must be a DetectionSet or a COCO object, got {type(gt)}")
+    # Both backends' COCO classes index a dataset dict the same way.
+    coco = coco_cls()
+    coco.dataset = data
+    coco.createIndex()
+    return coco
+
+
+def evaluate_coco(
+    gt: DetectionSet | COCO,
+    results: str | Path | Sequence[dict[str, Any]],
+    backend: str = "pycocotools",
+    verbose: bool = False,
+) -> dict[str, float]:
+    """COCO box metrics: the 12 ``COCOeval.stats`` named as in :data:`COCO_STAT_NAMES`.
+
+    ``gt``: a DetectionSet (its COCO ground truth is built here, once) or a ready ``COCO`` object
+    (annotation ids <= 0 are renumbered first, see ``_ground_truth``).
+    ``results``: a COCO results JSON path or list (see :func:`write_results_json`); every image and
+    category id must exist in ``gt``. No detections at all gives 0.0 for every metric that has
+    ground truth (pycocotools' ``loadRes`` would crash). -1 is pycocotools' "no ground truth in
+    this area range" and is passed through. ``backend="faster_coco_eval"`` uses that package's C++
+    evaluator (optional dependency, same numbers).
+    """
+    coco_cls, eval_cls = _backend(backend)
+    with _quiet(verbose):
+        gt_coco = _ground_truth(gt, coco_cls)
+        dets = _load_results(results)
+        _check_ids(gt_coco, dets, str(results) if isinstance(results, (str, Path)) else "results")
+        if dets:
+            dt_coco = gt_coco.loadRes(dets)
+        else:
+            dt_coco = coco_cls()
+            dt_coco.dataset = {
+                "images": list(gt_coco.dataset["images"]),
+                "categories": list(gt_coco.dataset["categories"]),
+                "annotations": [],
+            }
+            dt_coco.createIndex()
+        evaluator = eval_cls(gt_coco, dt_coco, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = np.asarray(evaluator.stats, dtype=np.float64)[: len(COCO_STAT_NAMES)]
+    return {name: float(v) for name, v in zip(COCO_STAT_NAMES, stats)}

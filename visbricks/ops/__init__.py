@@ -1,0 +1,1 @@
+"""Shared tensor mechanics used by several tasks: box coding, anchors, matching, camera geometry."""
