@@ -1,0 +1,183 @@
+"""Detection / instance-mask Dataset over a :class:`DetectionSet`.
+
+Each item is ``{"image": float CHW, "boxes": float (N, 4) XYXY, "labels": int64 (N,),
+"image_id": int, "orig_size": (h, w), "letterbox": (scale, pad_x, pad_y), "masks"?: uint8
+(N, H, W)}`` in the coordinates of the transformed image. A sample that cannot be read is warned
+about, counted and replaced by the next readable one (``strict=True`` raises instead), so one bad
+file does not end a long training run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from ..errors import DataError
+from .io import image_size, read_image, safe_join
+from .records import DetectionSet, ImageRecord
+
+Sample = dict[str, Any]
+
+
+class DetectionDataset(Dataset):
+    """``transform`` takes and returns the sample dict of :mod:`visbricks.data.transforms`
+    (e.g. from ``build_detection_transforms``); ``None`` only scales the image to 0..1.
+
+    ``cache=True`` keeps decoded uint8 images in memory: decoding dominates small-image training
+    on few cores. The cache, ``num_skipped`` and ``bad_files`` live in each DataLoader worker
+    process separately.
+    """
+
+    def __init__(
+        self,
+        dataset: DetectionSet,
+        transform: Callable[[Sample], Sample] | None = None,
+        *,
+        with_masks: bool = False,
+        strict: bool = False,
+        cache: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.with_masks = with_masks
+        self.strict = strict
+        self.cache = cache
+        self._images: dict[int, np.ndarray] = {}
+        self.num_skipped = 0  # how many times a bad sample was replaced
+        self.bad_files: dict[str, str] = {}  # record file -> reason
+
+    def __len__(self) -> int:
+        return len(self.dataset.records)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def aspect_ratios(self) -> list[float]:
+        """width / height of every record, from the annotations (the header when they lack it)."""
+        ratios = []
+        for record in self.dataset.records:
+            width, height = record.width, record.height
+            if width <= 0 or height <= 0:
+                width, height = image_size(safe_join(self.dataset.root, record.file))
+            ratios.append(width / height)
+        return ratios
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} images")
+        index %= n
+        for offset in range(n):
+            # Replacing a bad sample with the next index keeps the epoch deterministic.
+            i = (index + offset) % n
+            record = self.dataset.records[i]
+            if record.file in self.bad_files:
+                self.num_skipped += 1
+                continue
+            try:
+                sample = self._load(i, record)
+            except DataError as err:
+                if self.strict:
+                    raise
+                self.bad_files[record.file] = str(err)
+                self.num_skipped += 1
+                warnings.warn(f"skipping sample {record.file}: {err}", stacklevel=2)
+                continue
+            return self._finish(sample)
+        raise DataError(
+            f"no readable sample in dataset {self.dataset.root} "
+            f"({len(self.bad_files)} bad files, e.g. {next(iter(self.bad_files), '?')})"
+        )
+
+    def _read(self, i: int, record: ImageRecord) -> np.ndarray:
+        image = self._images.get(i)
+        if image is None:
+            image = read_image(safe_join(self.dataset.root, record.file))
+            if self.cache:
+                self._images[i] = image
+        return image
+
+    def _load(self, i: int, record: ImageRecord) -> Sample:
+        image = self._read(i, record)
+        height, width = image.shape[:2]
+        # One copy into a fresh CHW array: transforms can never write into the cached image.
+        chw = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))
+        sample: Sample = {
+            "image": tv_tensors.Image(chw),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(record.boxes.copy()), format="XYXY", canvas_size=(height, width)
+            ),
+            "labels": torch.from_numpy(record.labels.copy()),
+            "image_id": int(record.image_id),
+            "orig_size": (height, width),
+        }
+        if self.with_masks:
+            sample["masks"] = tv_tensors.Mask(
+                torch.from_numpy(instance_masks(record, height, width))
+            )
+        return sample
+
+    def _finish(self, sample: Sample) -> Sample:
+        meta = {"image_id": sample.pop("image_id"), "orig_size": sample.pop("orig_size")}
+        if self.transform is not None:
+            sample = self.transform(sample)
+        image = sample["image"]
+        if not image.is_floating_point():
+            image = F.to_dtype(image, torch.float32, scale=True)
+        out: Sample = {
+            "image": image.as_subclass(torch.Tensor),
+            "boxes": sample["boxes"].as_subclass(torch.Tensor).float(),
+            "labels": sample["labels"].long(),
+            "image_id": meta["image_id"],
+            "orig_size": meta["orig_size"],
+            "letterbox": tuple(sample.get("letterbox", (1.0, 0, 0))),
+        }
+        if "masks" in sample:
+            out["masks"] = sample["masks"].as_subclass(torch.Tensor)
+        return out
+
+
+def instance_masks(record: ImageRecord, height: int, width: int) -> np.ndarray:
+    """(N, height, width) uint8 masks from COCO polygons or RLE (compressed or not).
+
+    DataError names the file and object when a segmentation is missing or malformed.
+    """
+    masks = np.zeros((len(record.boxes), height, width), dtype=np.uint8)
+    for k, seg in enumerate(record.segmentations):
+        where = f"object {k} of {record.file}"
+        if seg is None:
+            raise DataError(f"{where} has no segmentation; with_masks needs one per object")
+        try:
+            masks[k] = _decode_segmentation(seg, height, width)
+        except (TypeError, ValueError, KeyError, IndexError) as err:
+            raise DataError(f"{where}: malformed segmentation ({err})") from None
+    return masks
+
+
+def _decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
+    if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
+        polygons = [[float(v) for v in p] for p in seg]
+        if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
+            raise ValueError("a polygon needs at least 3 (x, y) points")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(seg, dict):
+        size = [int(s) for s in seg["size"]]
+        if size != [height, width]:
+            raise ValueError(f"RLE size {size} does not match the image size {[height, width]}")
+        counts = seg["counts"]
+        if isinstance(counts, list):  # uncompressed RLE (iscrowd annotations)
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
+    else:
+        raise TypeError(f"expected a polygon list or an RLE dict, got {type(seg).__name__}")
+    return mask_utils.decode(rle)
