@@ -1,0 +1,88 @@
+"""Trainer overhead: the same model, batches and optimizer stepped by visbricks' Trainer and by
+a minimal hand-written PyTorch loop, alternating in one process. Prints the step-time ratio.
+
+    python bench/trainer_overhead.py [--steps 40] [--rounds 3] [--img 64] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from visbricks.config import load_config
+from visbricks.engine.trainer import Trainer
+from visbricks.tasks import DataBundle, build_task
+
+
+class Fixed(Dataset):
+    """Pre-made normalized tensors, so both loops pay the same (tiny) data cost."""
+
+    def __init__(self, n: int, img: int, classes: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, img, img, generator=g)
+        self.y = torch.randint(0, classes, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.x[i], "label": int(self.y[i])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--img", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    classes = [f"c{i}" for i in range(6)]
+    data = Fixed(args.steps * args.batch, args.img, len(classes))
+    cfg = load_config("classify-shapes", [
+        "data.synth=null", f"data.classes={classes}", f"img_size={args.img}",
+        f"batch_size={args.batch}", "epochs=1000", "train.plots=false",
+        "train.tensorboard=false", f"project={tempfile.mkdtemp()}", "sched.name=cosine",
+    ])
+    task = build_task(cfg)
+
+    trainer_model = task.build_model()
+    trainer = Trainer(cfg, trainer_model, DataBundle(data, data, classes), task=task)
+
+    hand_model = task.build_model()
+    hand_opt = torch.optim.SGD(hand_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    hand_loader = DataLoader(data, batch_size=args.batch, shuffle=True, drop_last=True)
+
+    def hand_epoch() -> None:
+        hand_model.train()
+        for batch in hand_loader:
+            loss = F.cross_entropy(hand_model(batch["image"])["logits"], batch["label"])
+            hand_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            hand_opt.step()
+
+    hand_epoch()  # warm-up both (allocator, first-call costs)
+    trainer._train_epoch(0)
+    hand, ours = [], []
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        hand_epoch()
+        hand.append((time.perf_counter() - t) / args.steps)
+        t = time.perf_counter()
+        trainer._train_epoch(r + 1)
+        ours.append((time.perf_counter() - t) / args.steps)
+    h, o = statistics.median(hand), statistics.median(ours)
+    print(f"resnet18 {args.img}x{args.img}, batch {args.batch}, {args.steps} steps x {args.rounds} "
+          f"rounds, {torch.get_num_threads()} threads")
+    print(f"hand-written loop: {h * 1000:.1f} ms/step")
+    print(f"visbricks Trainer: {o * 1000:.1f} ms/step")
+    print(f"ratio Trainer/hand: {o / h:.3f}  (goal <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

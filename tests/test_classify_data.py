@@ -1,0 +1,89 @@
+"""Classification data: formats, bad input (corrupt, missing, empty), normalization round trip."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_colour_folder
+from visbricks.config import load_config
+from visbricks.data.classification import csv_dataset, imagefolder_dataset
+from visbricks.data.normalize import denormalize, normalize, resolve_normalization, to_image
+from visbricks.errors import ConfigError, DataError
+from visbricks.tasks import build_task
+
+
+def test_corrupt_image_is_warned_skipped_counted_or_an_error_when_strict(tmp_path):
+    root = write_colour_folder(tmp_path / "d")
+    bad = root / "train" / "red" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    truncated = root / "train" / "blue" / "truncated.png"
+    truncated.write_bytes((root / "train" / "blue" / "0.png").read_bytes()[:60])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = imagefolder_dataset(root / "train")
+    assert len(ds) == 16 and len(ds.skipped) == 2
+    assert {p for p, _ in ds.skipped} == {str(bad), str(truncated)}
+    message = " ".join(str(w.message) for w in caught)
+    assert "skipped 2 unreadable image(s)" in message and "broken.png" in message
+    with pytest.raises(DataError, match=r"truncated\.png"):  # blue comes first
+        imagefolder_dataset(root / "train", strict=True)
+
+
+def test_corrupt_image_through_config_strict(tmp_path):
+    root = write_colour_folder(tmp_path / "d")
+    (root / "val" / "red" / "bad.jpg").write_bytes(b"garbage")
+    cfg = load_config("classify-shapes", [f"data.root={root}", "data.synth=null",
+                                          "data.strict=true"])
+    with pytest.raises(DataError, match="bad.jpg"):
+        build_task(cfg).build_data()
+
+
+def test_missing_and_empty_datasets_name_the_path(tmp_path):
+    cfg = load_config("classify-shapes", [f"data.root={tmp_path / 'nowhere'}", "data.synth=null"])
+    with pytest.raises(ConfigError, match="nowhere"):
+        build_task(cfg).build_data()
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "cat").mkdir(parents=True)
+    cfg = load_config("classify-shapes", [f"data.root={tmp_path / 'empty'}", "data.synth=null"])
+    with pytest.raises(DataError, match="empty"):
+        build_task(cfg).build_data()
+    (tmp_path / "noclass" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class sub-folders"):
+        imagefolder_dataset(tmp_path / "noclass" / "train")
+
+
+def test_csv_multilabel_format(tmp_path):
+    root = write_colour_folder(tmp_path / "d")
+    csv = tmp_path / "d" / "labels.csv"
+    csv.write_text("filename,labels\ntrain/red/0.png,red warm\ntrain/blue/0.png,blue\n")
+    ds = csv_dataset(csv)
+    assert ds.classes == ["blue", "red", "warm"]
+    assert ds[0]["labels"].tolist() == [0.0, 1.0, 1.0] and ds[1]["labels"].tolist() == [1, 0, 0]
+    (tmp_path / "bad.csv").write_text("file,tags\nx.png,a\n")
+    with pytest.raises(DataError, match="bad.csv.*header"):
+        csv_dataset(tmp_path / "bad.csv")
+    (tmp_path / "escape.csv").write_text("filename,labels\n../../etc/passwd,a\n")
+    with pytest.raises(DataError, match="escapes the dataset root"):
+        csv_dataset(tmp_path / "escape.csv")
+    assert root.exists()
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "caffe", "none", {"mean": [120, 110, 100],
+                                                                   "std": [60, 60, 60]}])
+def test_normalize_denormalize_to_image_round_trip(preset):
+    mean, std = resolve_normalization(preset)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    x = normalize(torch.from_numpy(image).permute(2, 0, 1), mean, std)
+    assert np.array_equal(to_image(denormalize(x, mean, std)), image)
+    if preset == "caffe":  # caffe: pixel - mean on 0..255, std 1
+        assert torch.allclose(x[0], torch.from_numpy(image[..., 0]).float() - 123.675, atol=1e-3)
+
+
+def test_bad_normalization_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.normalize"):
+        resolve_normalization("imagenett")

@@ -1,0 +1,106 @@
+"""The command line: help, errors as one line, train → eval → predict on a tiny run, summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import write_colour_folder
+from visbricks.cli import main
+from visbricks.deploy.summary import receptive_fields
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from visbricks.cli import build_parser; build_parser(); " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    for cmd in ("train", "eval", "predict", "summary", "demo", "data"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+
+
+def test_config_errors_are_one_line_naming_the_key(capsys):
+    assert main(["train", "classify-shapes", "optim.lrr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'optim.lrr'" in err and "'optim.lr'" in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    root = write_colour_folder(tmp / "colours")
+    code = main(["train", "classify-shapes", f"data.root={root}", "data.synth=null",
+                 f"project={tmp / 'runs'}", "img_size=32", "batch_size=8", "epochs=2",
+                 "train.tensorboard=false"])
+    assert code == 0
+    return tmp, root, tmp / "runs" / "classify" / "classify-shapes"
+
+
+def test_eval_writes_and_prints_metrics(trained_run, capsys):
+    tmp, root, run = trained_run
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "val/top1" in out and "precision" in out
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/top1"] <= 1.0
+    assert (run / "eval" / "confusion_matrix.png").is_file()
+
+
+def test_predict_folder_and_glob_write_images_and_json(trained_run):
+    tmp, root, run = trained_run
+    out = tmp / "pred"
+    assert main(["predict", str(run / "weights" / "best.safetensors"), str(root / "val"),
+                 "--out", str(out)]) == 0
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 16 and {p["label"] for p in preds} <= {"red", "blue"}
+    assert len(list(out.glob("*.png"))) == 16  # same names in red/ and blue/ are both kept
+    out2 = tmp / "pred2"
+    assert main(["predict", str(run), str(root / "val" / "red" / "*.png"), "--out", str(out2)]) == 0
+    assert len(json.loads((out2 / "predictions.json").read_text())) == 8
+
+
+def test_predict_missing_source_is_an_error(trained_run, capsys):
+    tmp, _, run = trained_run
+    assert main(["predict", str(run), str(tmp / "absent")]) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_summary_prints_layers_flops_and_receptive_fields(capsys):
+    assert main(["summary", "classify-shapes", "img_size=64", "--rf-size", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "backbone.layer1" in out and "FLOPs at 64x64" in out and "parameters:" in out
+    # ResNet-18's receptive fields at strides 4/8/16/32 are 43, 99, 211 and 435 pixels.
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [(int(r[1]), r[3]) for r in rows[-4:]] == [(4, "43"), (8, "99"), (16, "211"),
+                                                       (32, "435")]
+
+
+def test_receptive_field_probe_matches_hand_computation():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                   nn.MaxPool2d(2))  # rf 4, stride 2
+            self.b = nn.Sequential(nn.Conv2d(4, 4, 5, stride=2, padding=2), nn.ReLU())  # +4*2
+
+        def forward(self, x):
+            x1 = self.a(x)
+            return [x1, self.b(x1)]
+
+    levels = receptive_fields(Two(), 3, 64)
+    assert [(lv.stride, lv.receptive_field) for lv in levels] == [(2, 4), (4, 12)]
+    assert not any(lv.clipped for lv in levels)
+
+
+def test_data_synth_shapes_cli(tmp_path, capsys):
+    assert main(["data", "synth", "shapes", "--out", str(tmp_path / "s"), "--seed", "3"]) == 0
+    assert (tmp_path / "s" / "train").is_dir() and (tmp_path / "s" / "multilabel").is_dir()
+    assert torch.get_num_threads() >= 1
