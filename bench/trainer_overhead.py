@@ -44,11 +44,20 @@ def main() -> None:
     args = ap.parse_args()
     classes = [f"c{i}" for i in range(6)]
     data = Fixed(args.steps * args.batch, args.img, len(classes))
-    cfg = load_config("classify-shapes", [
-        "data.synth=null", f"data.classes={classes}", f"img_size={args.img}",
-        f"batch_size={args.batch}", "epochs=1000", "train.plots=false",
-        "train.tensorboard=false", f"project={tempfile.mkdtemp()}", "sched.name=cosine",
-    ])
+    cfg = load_config(
+        "classify-shapes",
+        [
+            "data.synth=null",
+            f"data.classes={classes}",
+            f"img_size={args.img}",
+            f"batch_size={args.batch}",
+            "epochs=1000",
+            "train.plots=false",
+            "train.tensorboard=false",
+            f"project={tempfile.mkdtemp()}",
+            "sched.name=cosine",
+        ],
+    )
     task = build_task(cfg)
 
     trainer_model = task.build_model()
@@ -77,8 +86,10 @@ def main() -> None:
         trainer._train_epoch(r + 1)
         ours.append((time.perf_counter() - t) / args.steps)
     h, o = statistics.median(hand), statistics.median(ours)
-    print(f"resnet18 {args.img}x{args.img}, batch {args.batch}, {args.steps} steps x {args.rounds} "
-          f"rounds, {torch.get_num_threads()} threads")
+    print(
+        f"resnet18 {args.img}x{args.img}, batch {args.batch}, {args.steps} steps x {args.rounds} "
+        f"rounds, {torch.get_num_threads()} threads"
+    )
     print(f"hand-written loop: {h * 1000:.1f} ms/step")
     print(f"visbricks Trainer: {o * 1000:.1f} ms/step")
     print(f"ratio Trainer/hand: {o / h:.3f}  (goal <= 1.05)")

@@ -36,8 +36,9 @@ def test_corrupt_image_is_warned_skipped_counted_or_an_error_when_strict(tmp_pat
 def test_corrupt_image_through_config_strict(tmp_path):
     root = write_colour_folder(tmp_path / "d")
     (root / "val" / "red" / "bad.jpg").write_bytes(b"garbage")
-    cfg = load_config("classify-shapes", [f"data.root={root}", "data.synth=null",
-                                          "data.strict=true"])
+    cfg = load_config(
+        "classify-shapes", [f"data.root={root}", "data.synth=null", "data.strict=true"]
+    )
     with pytest.raises(DataError, match="bad.jpg"):
         build_task(cfg).build_data()
 
@@ -72,8 +73,9 @@ def test_csv_multilabel_format(tmp_path):
     assert root.exists()
 
 
-@pytest.mark.parametrize("preset", ["imagenet", "caffe", "none", {"mean": [120, 110, 100],
-                                                                   "std": [60, 60, 60]}])
+@pytest.mark.parametrize(
+    "preset", ["imagenet", "caffe", "none", {"mean": [120, 110, 100], "std": [60, 60, 60]}]
+)
 def test_normalize_denormalize_to_image_round_trip(preset):
     mean, std = resolve_normalization(preset)
     rng = np.random.default_rng(0)

@@ -16,8 +16,10 @@ from visbricks.deploy.summary import receptive_fields
 
 
 def test_help_is_fast_and_does_not_import_torch():
-    code = "import sys; from visbricks.cli import build_parser; build_parser(); " \
-           "print('torch' in sys.modules)"
+    code = (
+        "import sys; from visbricks.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     for cmd in ("train", "eval", "predict", "summary", "demo", "data"):
@@ -37,9 +39,19 @@ def test_config_errors_are_one_line_naming_the_key(capsys):
 def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     root = write_colour_folder(tmp / "colours")
-    code = main(["train", "classify-shapes", f"data.root={root}", "data.synth=null",
-                 f"project={tmp / 'runs'}", "img_size=32", "batch_size=8", "epochs=2",
-                 "train.tensorboard=false"])
+    code = main(
+        [
+            "train",
+            "classify-shapes",
+            f"data.root={root}",
+            "data.synth=null",
+            f"project={tmp / 'runs'}",
+            "img_size=32",
+            "batch_size=8",
+            "epochs=2",
+            "train.tensorboard=false",
+        ]
+    )
     assert code == 0
     return tmp, root, tmp / "runs" / "classify" / "classify-shapes"
 
@@ -57,8 +69,18 @@ def test_eval_writes_and_prints_metrics(trained_run, capsys):
 def test_predict_folder_and_glob_write_images_and_json(trained_run):
     tmp, root, run = trained_run
     out = tmp / "pred"
-    assert main(["predict", str(run / "weights" / "best.safetensors"), str(root / "val"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run / "weights" / "best.safetensors"),
+                str(root / "val"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     preds = json.loads((out / "predictions.json").read_text())
     assert len(preds) == 16 and {p["label"] for p in preds} <= {"red", "blue"}
     assert len(list(out.glob("*.png"))) == 16  # same names in red/ and blue/ are both kept
@@ -79,16 +101,21 @@ def test_summary_prints_layers_flops_and_receptive_fields(capsys):
     assert "backbone.layer1" in out and "FLOPs at 64x64" in out and "parameters:" in out
     # ResNet-18's receptive fields at strides 4/8/16/32 are 43, 99, 211 and 435 pixels.
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert [(int(r[1]), r[3]) for r in rows[-4:]] == [(4, "43"), (8, "99"), (16, "211"),
-                                                       (32, "435")]
+    assert [(int(r[1]), r[3]) for r in rows[-4:]] == [
+        (4, "43"),
+        (8, "99"),
+        (16, "211"),
+        (32, "435"),
+    ]
 
 
 def test_receptive_field_probe_matches_hand_computation():
     class Two(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-                                   nn.MaxPool2d(2))  # rf 4, stride 2
+            self.a = nn.Sequential(
+                nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+            )  # rf 4, stride 2
             self.b = nn.Sequential(nn.Conv2d(4, 4, 5, stride=2, padding=2), nn.ReLU())  # +4*2
 
         def forward(self, x):
