@@ -31,7 +31,7 @@ def shapes_small(tmp_path_factory) -> Path:
     from visbricks.data.synth.shapes import write_classification
 
     return write_classification(
-        tmp_path_factory.mktemp("data") / "shapes", n_train=240, n_val=60, size=32, seed=1
+        tmp_path_factory.mktemp("data") / "shapes", n_train=600, n_val=120, size=32, seed=1
     )
 
 

@@ -48,18 +48,55 @@ def test_multilabel_f1_and_map_by_hand():
     assert abs(m["mAP"] - (2 + 5 / 6) / 3) < 1e-12
 
 
-def test_multilabel_trains_on_shapes_csv(tmp_path, shapes_small):
-    cfg = load_config("multilabel-shapes", [
-        f"data.root={shapes_small}", "data.synth=null", f"project={tmp_path}", "img_size=32",
-        "epochs=3", "batch_size=32", "train.plots=true", "train.tensorboard=false",
-    ])
+def write_multilabel(root, n: int = 48, size: int = 24, seed: int = 0):
+    """Noise images with independent labels: 'red' tint, 'blue' tint, a bright 'stripe'."""
+    from visbricks.data.io import write_image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        rows = ["filename,labels"]
+        for i in range(n):
+            img = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            labels = []
+            if rng.random() < 0.5:
+                img[..., 0] += 120
+                labels.append("red")
+            if rng.random() < 0.5:
+                img[..., 2] += 120
+                labels.append("blue")
+            if rng.random() < 0.5:
+                row = int(rng.integers(2, size - 4))
+                img[row : row + 3] = 250
+                labels.append("stripe")
+            write_image(root / split / f"{i}.png", img)
+            rows.append(f"{split}/{i}.png,{' '.join(labels)}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_multilabel_learns_independent_labels(tmp_path):
+    root = write_multilabel(tmp_path / "ml")
+    cfg = load_config(
+        "multilabel-shapes",
+        [
+            f"data.root={root}",
+            "data.synth=null",
+            "data.train=train.csv",
+            "data.val=val.csv",
+            f"project={tmp_path}",
+            "img_size=24",
+            "epochs=6",
+            "batch_size=8",
+            "train.plots=true",
+            "train.tensorboard=false",
+            "data.aug={vflip: 0.0}",
+        ],
+    )
     trainer, metrics = run_training(cfg)
     assert set(metrics) >= {"val/mAP", "val/f1_micro", "val/f1_macro", "val/loss"}
-    assert trainer.history[-1]["train/loss"] < trainer.history[0]["train/loss"]
-    # Six balanced-ish classes: a model that learned nothing scores mAP near the base rate (~0.4).
-    assert metrics["val/mAP"] > 0.5, metrics
+    assert trainer.history[-1]["train/loss"] < 0.6 * trainer.history[0]["train/loss"]
+    assert metrics["val/mAP"] > 0.9, metrics
     assert (trainer.plots_dir / "samples.png").is_file()
-    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
 
 
 def test_timm_backbone_gives_the_same_pyramid():

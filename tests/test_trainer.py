@@ -145,23 +145,10 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_checkpoint(tmp_path, colo
     assert ckpt.read_bytes() == saved  # the last good checkpoint is intact
 
 
-def test_classifier_learns_shapes(tmp_path, shapes_small):
-    """A real training run on the generated shapes must beat chance (1/6) by a wide margin."""
-    cfg = load_config(
-        "classify-shapes",
-        [
-            f"data.root={shapes_small}",
-            "data.synth=null",
-            f"project={tmp_path}",
-            "img_size=32",
-            "epochs=4",
-            "batch_size=32",
-            "train.plots=false",
-            "train.tensorboard=false",
-            "model.backbone=resnet18",
-            "optim.lr=0.05",
-        ],
-    )
+def test_classifier_learns(tmp_path):
+    """A real run must learn the red/blue rule from noisy images (held-out val, from scratch)."""
+    root = write_colour_folder(tmp_path / "colours", n_per_class=24, seed=3)
+    cfg = tiny_config(root, tmp_path, "epochs=4", "deterministic=false")
     trainer, metrics = run_training(cfg)
-    assert metrics["val/top1"] >= 0.5, metrics
-    assert trainer.history[-1]["train/loss"] < trainer.history[0]["train/loss"]
+    assert trainer.history[-1]["train/loss"] < 0.5 * trainer.history[0]["train/loss"]
+    assert metrics["val/top1"] == 1.0, metrics

@@ -103,17 +103,22 @@ def _summary(args: argparse.Namespace) -> None:
 
 
 def _data_synth(args: argparse.Namespace) -> None:
+    sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val)) if v is not None}
     if args.kind == "shapes":
         from .data.synth import shapes
 
         if args.format == "imagefolder":
-            out = shapes.write_classification(args.out, seed=args.seed)
+            if args.size:
+                sizes["size"] = args.size
+            out = shapes.write_classification(args.out, seed=args.seed, **sizes)
         else:
-            out = shapes.write_detection(args.out, fmt=args.format, seed=args.seed)
+            if args.size:
+                sizes["width"] = sizes["height"] = args.size
+            out = shapes.write_detection(args.out, fmt=args.format, seed=args.seed, **sizes)
     else:
         from .data.synth import driving
 
-        out = driving.write_driving(args.out, seed=args.seed)
+        out = driving.write_driving(args.out, seed=args.seed, progress=True)
     print(f"dataset written to {out}")
 
 
@@ -141,11 +146,12 @@ def _demo(args: argparse.Namespace) -> None:
     trainer, metrics = run_training(cfg)
     train_time = time.time() - start
     run = load_run(trainer.run_dir)
-    val_root = Path(cfg.data.root) / cfg.data.val
     out = trainer.run_dir / "predict"
-    images = sorted(p for p in val_root.rglob("*.png"))[
-        :: max(1, len(list(val_root.rglob("*.png"))) // 8)
-    ][:8]
+    if hasattr(trainer.task, "sample_files"):  # box tasks know their val images
+        images = trainer.task.sample_files(8)
+    else:  # an ImageFolder: every eighth val image
+        found = sorted((Path(cfg.data.root) / cfg.data.val).rglob("*.png"))
+        images = found[:: max(1, len(found) // 8)][:8]
     tmp = out / "inputs"
     tmp.mkdir(parents=True, exist_ok=True)
     for p in images:
@@ -155,6 +161,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"task: {cfg.task}  preset: {args.preset}  training+eval time: {train_time:.0f}s")
     for k, v in metrics.items():
         print(f"  {k:<20} {v:.4f}")
+    if hasattr(trainer.task, "format_report"):
+        print(trainer.task.format_report(metrics))
     print(f"run folder:      {trainer.run_dir}")
     print(f"  config:        {trainer.run_dir / 'config.yaml'}")
     print(f"  results:       {trainer.run_dir / 'results.csv'}")
@@ -162,6 +170,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"  best weights:  {trainer.weights_dir / 'best.safetensors'}")
     print(f"  predictions:   {out}")
     print(f"TensorBoard:     tensorboard --logdir {trainer.run_dir}")
+    print(f"total time:      {time.time() - start:.0f}s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="shapes: imagefolder (+ multi-label CSV) or a detection format",
     )
     ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--n-train", type=int, help="shapes: training images")
+    ds.add_argument("--n-val", type=int, help="shapes: validation images")
+    ds.add_argument("--size", type=int, help="shapes: image side in pixels")
     ds.set_defaults(func=_data_synth)
     dc = dsub.add_parser("check", help="validate a dataset and list every bad file")
     dc.add_argument("data", help="data YAML (or a COCO json / VOC or YOLO folder)")
@@ -220,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.set_defaults(func=_data_convert)
 
     m = sub.add_parser("demo", help="train, evaluate and predict on the embedded default data")
-    m.add_argument("--preset", default="classify-shapes")
+    m.add_argument("--preset", default="detect-shapes")
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=_demo)
     return p

@@ -38,8 +38,9 @@ def layer_table(
     hooks = []
 
     def shape_of(out) -> str:
+        # Per-sample shapes (no batch dimension) keep multi-level outputs on one line.
         if isinstance(out, torch.Tensor):
-            return str(list(out.shape))
+            return "x".join(str(d) for d in out.shape[1:]) or "scalar"
         if isinstance(out, (list, tuple)):
             return " ".join(shape_of(o) for o in out)
         if isinstance(out, dict):
@@ -151,9 +152,9 @@ def summarize(
     rf_size: int = 512,
 ) -> str:
     images = torch.zeros(1, in_channels, *img_size)
-    lines = [f"{'layer':<40} {'type':<22} {'output':<28} {'params':>10} {'FLOPs':>12}"]
+    lines = [f"{'layer':<36} {'type':<20} {'output (C x H x W)':<40} {'params':>11} {'FLOPs':>14}"]
     for name, kind, shape, params, flops in layer_table(model, images, depth):
-        lines.append(f"{name:<40} {kind:<22} {shape[:28]:<28} {params:>10,} {flops:>12,}")
+        lines.append(f"{name:<36} {kind[:20]:<20} {shape:<40} {params:>11,} {flops:>14,}")
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops = total_flops(model, images)
