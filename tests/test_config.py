@@ -13,7 +13,7 @@ def test_preset_and_overrides_reach_every_level():
     )
     assert cfg.optim.lr == 0.02 and cfg["optim"]["lr"] == 0.02
     assert cfg.train.freeze == {"backbone": 2}
-    assert cfg.data.aug.hflip == 0 and cfg.data.aug.scale == [0.6, 1.0]  # siblings kept
+    assert cfg.data.aug.hflip == 0 and cfg.data.aug.scale == [0.7, 1.0]  # siblings kept
     assert cfg.img_size == 48 and cfg.name == "classify-shapes"
 
 
