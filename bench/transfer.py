@@ -21,8 +21,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--freeze", type=int, default=3, help="epochs with the backbone frozen")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--freeze", type=int, default=2, help="epochs with the backbone frozen")
     args = ap.parse_args()
     weights = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
     data = SHARED / "hymenoptera"
@@ -50,7 +50,8 @@ def main() -> None:
                 "aug": {"scale": [0.25, 1.0], "color_jitter": 0.1, "crop_ratio": 0.875},
             },
             "model": {"backbone": "mobilenet_v2", "pretrained": str(weights), "dropout": 0.2},
-            "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
+            "optim": {"name": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 1e-4},
+            "loss": {"label_smoothing": 0.1},
             "sched": {"name": "cosine", "warmup_epochs": 0.5},
             "train": {
                 "freeze": {"backbone": args.freeze},
