@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_colour_folder
 from torch import nn
 
+from conftest import write_colour_folder
 from visbricks.cli import main
 from visbricks.deploy.summary import receptive_fields
 

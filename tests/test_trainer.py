@@ -5,8 +5,8 @@ import csv
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, write_colour_folder
 
+from conftest import tiny_config, write_colour_folder
 from visbricks.cli import run_training
 from visbricks.config import load_config
 from visbricks.engine.trainer import Trainer

@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 import torchvision
-from conftest import shared_data
 from torch import nn
 
+from conftest import shared_data
 from visbricks.engine.weights import Rule, load_weights, read_state_dict, tile_input_channels
 from visbricks.errors import WeightsError
 
