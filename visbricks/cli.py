@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.set_defaults(func=_data_convert)
 
     m = sub.add_parser("demo", help="train, evaluate and predict on the embedded default data")
-    m.add_argument("--preset", default="detect-shapes")
+    m.add_argument("--preset", default="classify-shapes")
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=_demo)
     return p
