@@ -57,7 +57,8 @@ def predict(run: LoadedRun, source: str | Path, out_dir: str | Path, batch_size:
                 n += 1
             names.add(name)
             write_image(out_dir / (Path(name).stem + ".png"), run.task.annotate(image, pred))
-            results.append({"file": str(file), **pred})
+            # "_"-prefixed entries (e.g. a depth map) are for annotate(), not for the JSON.
+            results.append({"file": str(file), **{k: v for k, v in pred.items() if k[:1] != "_"}})
     with open(out_dir / "predictions.json", "w") as f:
         json.dump(results, f, indent=1)
     return out_dir

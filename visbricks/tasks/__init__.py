@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import Config
 from ..registry import TASKS
-from . import classify  # noqa: F401  (registers classify, multilabel)
+from . import classify, detect, locate  # noqa: F401  (registration)
 from .base import DataBundle, Task
 
 

@@ -1,3 +1,3 @@
 """Heads, registered by name in ``visbricks.registry.HEADS``."""
 
-from . import classification, ssd  # noqa: F401
+from . import classification, locate, ssd  # noqa: F401

@@ -1,0 +1,566 @@
+"""``detect``: many objects per image with an SSD-style detector (DESIGN.md 1).
+
+The bricks live elsewhere and are only wired here: anchors (``ops.anchors``), box coding
+(``ops.box_coder``), matching and the MultiBox/focal loss (``models.losses``), the SSD head and
+its post-processing, VOC AP (``metrics.voc``) and COCO AP through pycocotools
+(``metrics.coco``). One :class:`BoxCoder` instance serves the loss and inference, so the two
+cannot disagree on variances.
+
+:class:`BoxTask` holds what ``detect`` and ``locate`` share: box datasets read from a data YAML
+(or a COCO JSON / VOC / YOLO root) into :class:`~visbricks.data.detection.DetectionDataset`, the
+box-aware augmentation, padding collate, letterboxing of raw images for ``predict`` and the
+mapping of boxes back to original-image pixels.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import tv_tensors
+
+from ..config import Config
+from ..data.collate import pad_collate
+from ..data.detection import DetectionDataset
+from ..data.formats import detect_format, load_data_yaml, read_dataset
+from ..data.io import safe_join
+from ..data.normalize import denormalize, to_image
+from ..data.records import DetectionSet
+from ..data.samplers import GroupedBatchSampler
+from ..data.transforms import build_detection_transforms, unletterbox_boxes
+from ..deploy.draw import draw_boxes
+from ..engine.plots import save_image_grid
+from ..errors import ConfigError, DataError
+from ..metrics.coco import (
+    COCO_STAT_NAMES,
+    build_coco_gt,
+    coco_image_ids,
+    evaluate_coco,
+    predictions_to_coco_results,
+    write_results_json,
+)
+from ..metrics.detection_plots import (
+    detection_confusion_matrix,
+    plot_confusion_matrix,
+    plot_pr_curves,
+)
+from ..metrics.voc import VOCResult, evaluate_voc
+from ..models.backbones import build_backbone
+from ..models.losses import BOX_LOSSES, CLS_LOSSES, SSDLoss
+from ..models.model import VisionModel
+from ..models.postprocess import ssd_postprocess
+from ..ops.anchors import AnchorGenerator, default_ssd_sizes
+from ..ops.box_coder import BoxCoder
+from ..registry import HEADS, NECKS, TASKS
+from .base import DataBundle, Task
+
+# Batches are padded to a multiple of this: the total stride of every registered backbone, so
+# each feature map has an integer size whatever the image size.
+PAD_STRIDE = 32
+_YAML_SUFFIXES = (".yaml", ".yml")
+# COCO metrics worth a column in results.csv; the full table is in format_report.
+_COCO_LOGGED = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
+
+
+def grouped_batch_sampler(
+    dataset: DetectionDataset, batch_size: int, generator: torch.Generator
+) -> GroupedBatchSampler:
+    """``DataBundle.batch_sampler`` factory: portrait and landscape images in separate batches."""
+    return GroupedBatchSampler(
+        dataset.aspect_ratios(),
+        batch_size,
+        drop_last=len(dataset) > batch_size,
+        generator=generator,
+    )
+
+
+def loader_dataset(loader: Any, task: str) -> DetectionSet:
+    """The annotations behind a DataLoader over a DetectionDataset, for exact evaluation."""
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(dataset, DetectionDataset):
+        raise ConfigError(
+            f"{task} evaluation needs a DataLoader over a DetectionDataset (metrics are computed "
+            f"against the annotations as read), got {type(dataset).__name__}"
+        )
+    return dataset.dataset
+
+
+class BoxTask(Task):
+    """Data, letterboxing and drawing shared by the box tasks (``detect``, ``locate``)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self._sets: dict[str, DetectionSet] = {}
+        self._eval_transform = None
+        self.last_report: dict[str, Any] = {}
+
+    # ---- data -------------------------------------------------------------------------------
+    def generate(self, kind: str | None, root: Path, params: dict) -> None:
+        if kind != "shapes":
+            raise ConfigError(f"data.synth.kind for {self.name} must be 'shapes', got {kind!r}")
+        from ..data.synth.shapes import write_detection
+
+        # data.root names the data YAML the generator writes; the dataset is its folder.
+        out = root.parent if root.suffix in _YAML_SUFFIXES else root
+        try:
+            inspect.signature(write_detection).bind(out, **params)
+        except TypeError as e:
+            raise ConfigError(
+                f"data.synth: {e} (write_detection parameters: fmt, n_train, "
+                "n_val, width, height, seed, objects)"
+            ) from None
+        write_detection(out, **params)
+
+    def _read(self, split: str, classes: list[str] | None) -> DetectionSet:
+        """The ``data.<split>`` split as annotated, with unique image ids (cached)."""
+        cached = self._sets.get(split)
+        if cached is not None and (classes is None or cached.classes == list(classes)):
+            return cached
+        d = self.cfg.data
+        root = self.data_root
+        fmt = None if d.format in (None, "auto") else d.format
+        try:
+            kind = detect_format(root)
+        except DataError as e:
+            raise DataError(f"data.root: {e}") from None
+        if kind == "yaml":
+            if fmt is not None:
+                spec = load_data_yaml(root / "data.yaml" if root.is_dir() else root)
+                if spec.format != fmt:
+                    raise ConfigError(
+                        f"data.format is {fmt!r} but {spec.source} describes a {spec.format} "
+                        "dataset; remove data.format (a data YAML names its own format)"
+                    )
+            fmt = None
+        name = getattr(d, split)
+        ds = read_dataset(root, fmt=fmt, split=name, classes=classes, strict=d.strict)
+        if ds.problems:
+            file, reason = ds.problems[0]
+            warnings.warn(
+                f"{len(ds.problems)} problem(s) reading the {split} split of {root} (objects or "
+                f"images skipped or repaired), e.g. {file}: {reason}; "
+                f"`visbricks data check {root}` lists them all",
+                stacklevel=2,
+            )
+        if not ds.records:
+            raise DataError(f"the {split} split ({name!r}) of {root} has no images")
+        # VOC and YOLO readers leave every image_id at 0. Evaluation maps predictions back to
+        # records by id, so give each record the id its COCO ground truth will use.
+        ids = coco_image_ids(ds)
+        records = [replace(r, image_id=i) for r, i in zip(ds.records, ids)]
+        ds = DetectionSet(
+            root=ds.root, classes=list(ds.classes), records=records, problems=ds.problems
+        )
+        self._sets[split] = ds
+        return ds
+
+    def find_classes(self) -> list[str]:
+        return list(self._read("train", None).classes)
+
+    def build_data(self) -> DataBundle:
+        self.prepare_data()
+        classes = self.classes
+        d = self.cfg.data
+        datasets = {}
+        for split in ("train", "val"):
+            transform = build_detection_transforms(
+                self.img_size, split == "train", dict(d.aug), mean=self.mean, std=self.std
+            )
+            datasets[split] = DetectionDataset(
+                self._read(split, classes), transform, strict=d.strict, cache=d.cache
+            )
+        return DataBundle(
+            datasets["train"],
+            datasets["val"],
+            classes,
+            collate_fn=partial(pad_collate, stride=PAD_STRIDE),
+            batch_sampler=grouped_batch_sampler if d.group_aspect_ratio else None,
+            info={split: len(ds) for split, ds in datasets.items()},
+        )
+
+    def sample_files(self, n: int = 8, split: str = "val") -> list[Path]:
+        """Up to ``n`` image files spread over a split (for demos)."""
+        self.prepare_data()
+        records = self._read(split, self.classes).records
+        step = max(1, len(records) // max(n, 1))
+        root = self._sets[split].root
+        return [safe_join(root, r.file) for r in records[::step][:n]]
+
+    # ---- raw images (predict) -----------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(
+                f"{self.name} expects an RGB uint8 HWC image, got {image.dtype} {image.shape}"
+            )
+        if self._eval_transform is None:
+            self._eval_transform = build_detection_transforms(
+                self.img_size, False, dict(self.cfg.data.aug), mean=self.mean, std=self.std
+            )
+        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        sample = self._eval_transform({"image": tv_tensors.Image(chw)})
+        tensor = sample["image"].as_subclass(torch.Tensor)
+        meta = {
+            "orig_size": (int(image.shape[0]), int(image.shape[1])),
+            "letterbox": tuple(sample["letterbox"]),
+            "input_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
+        }
+        # Padded bottom/right to the stride exactly as pad_collate pads evaluation batches.
+        return pad_collate([{"image": tensor}], stride=PAD_STRIDE)["image"][0], meta
+
+    @staticmethod
+    def to_original(
+        boxes: torch.Tensor, letterbox: tuple[float, float, float], orig_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Letterboxed-canvas XYXY boxes → original-image pixels, clipped to the image."""
+        scale, pad_x, pad_y = letterbox
+        return unletterbox_boxes(boxes.detach().float().cpu(), scale, pad_x, pad_y, orig_size)
+
+    def _json_box(self, box: list[float], label: int, score: float) -> dict[str, Any]:
+        # COCO result style (bbox = x, y, width, height; category_id = class + 1) plus the name.
+        x1, y1, x2, y2 = box
+        return {
+            "label": self.classes[label],
+            "category_id": label + 1,
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(score, 4),
+        }
+
+    def _draw_json(self, image: np.ndarray, detections: list[dict[str, Any]]) -> np.ndarray:
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in detections)])
+        labels = [d["category_id"] - 1 for d in detections]
+        scores = [d["score"] for d in detections]
+        return draw_boxes(image, boxes.reshape(-1, 4), labels, self.classes, scores)
+
+    # ---- drawing ----------------------------------------------------------------------------
+    def _display(self, batch: dict, n: int) -> list[np.ndarray]:
+        return [to_image(denormalize(x, self.mean, self.std)) for x in batch["image"][:n]]
+
+    def _grid(
+        self,
+        batch: dict,
+        path: Path,
+        boxes: list[torch.Tensor],
+        labels: list[torch.Tensor],
+        texts: list[list[str]],
+        titles: list[str],
+    ) -> None:
+        n = len(boxes)
+        save_image_grid(
+            self._display(batch, n),
+            path,
+            titles=titles,
+            boxes=[b.detach().cpu().float().numpy().reshape(-1, 4) for b in boxes],
+            box_labels=texts,
+            box_colors=[[int(c) for c in lab.tolist()] for lab in labels],
+        )
+
+
+@TASKS.register("detect")
+class DetectTask(BoxTask):
+    name = "detect"
+    metric = "val/mAP50"
+    metric_mode = "max"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        loss = cfg.loss
+        for key, value, choices in (
+            ("loss.box_loss", loss.box_loss, BOX_LOSSES),
+            ("loss.cls_loss", loss.cls_loss, CLS_LOSSES),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        if cfg.model.head != "ssd":
+            raise ConfigError(f"model.head for detect must be 'ssd', got {cfg.model.head!r}")
+        self.focal = loss.cls_loss == "focal"
+        # The one coder the loss encodes with and inference decodes with.
+        self.box_coder = BoxCoder(tuple(cfg.model.box_variances))
+        self._criterion: SSDLoss | None = None
+        # VOC AP's IoU names the metric, so train.metric=null still finds it.
+        self.metric = f"val/mAP{round(cfg.eval.iou_threshold * 100)}"
+
+    @property
+    def criterion(self) -> SSDLoss:
+        if self._criterion is None:
+            loss = self.cfg.loss
+            self._criterion = SSDLoss(
+                len(self.classes),
+                self.box_coder,
+                iou_threshold=loss.iou_threshold,
+                box_loss=loss.box_loss,
+                cls_loss=loss.cls_loss,
+                neg_pos_ratio=loss.neg_pos_ratio,
+                focal_alpha=loss.focal_alpha,
+                focal_gamma=loss.focal_gamma,
+                box_weight=loss.box_weight,
+            )
+        return self._criterion
+
+    # ---- model ------------------------------------------------------------------------------
+    def build_model(self, load_pretrained: bool = True) -> nn.Module:
+        # As Task.build_model, plus model.neck_args: an SSD's neck (channels, levels, extra
+        # levels) is sized to the data, so its keyword arguments are configurable here.
+        m = self.cfg.model
+        torch.manual_seed(self.cfg.seed)
+        backbone = build_backbone(m.backbone, in_channels=m.in_channels)
+        channels, strides = backbone.out_channels, backbone.strides
+        neck = None
+        if m.neck:
+            kwargs = dict(m.neck_args or {})
+            cls = NECKS.get(m.neck)
+            try:
+                inspect.signature(cls).bind(channels, strides, **kwargs)
+            except TypeError as e:
+                raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
+            neck = cls(channels, strides, **kwargs)
+            channels, strides = neck.out_channels, neck.strides
+        elif m.neck_args:
+            raise ConfigError("model.neck_args is set but model.neck is null")
+        model = VisionModel(backbone, self.build_head(channels, strides), neck)
+        if load_pretrained:
+            self.load_pretrained(model)
+        return model
+
+    def anchor_generator(self, num_levels: int) -> AnchorGenerator:
+        """Anchors of ``model.anchors`` for a model predicting from ``num_levels`` feature maps."""
+        a = self.cfg.model.anchors
+        ratios = a.aspect_ratios
+        if ratios and all(isinstance(r, (int, float)) for r in ratios):
+            ratios = [ratios]  # one flat list: the same ratios on every level
+        if len(ratios) == 1:
+            ratios = list(ratios) * num_levels
+        if len(ratios) != num_levels:
+            raise ConfigError(
+                f"model.anchors.aspect_ratios has {len(ratios)} lists but the model predicts "
+                f"from {num_levels} feature maps; give one list for all levels or one per level"
+            )
+        if a.sizes is None:
+            sizes = default_ssd_sizes(self.img_size, num_levels, a.smin, a.smax)
+        else:
+            sizes = [[s] if isinstance(s, (int, float)) else list(s) for s in a.sizes]
+            if len(sizes) != num_levels:
+                raise ConfigError(
+                    f"model.anchors.sizes has {len(sizes)} levels but the model predicts from "
+                    f"{num_levels} feature maps (the neck's outputs); give one list per level"
+                )
+        return AnchorGenerator(sizes, ratios, clip=a.clip)
+
+    def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
+        m = self.cfg.model
+        return HEADS.build(
+            m.head,
+            in_channels,
+            len(self.classes),
+            self.anchor_generator(len(in_channels)),
+            prior_prob=m.prior_prob,
+            strides=strides,
+            focal=self.focal,
+        )
+
+    # ---- training ---------------------------------------------------------------------------
+    def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        targets = [{"boxes": b, "labels": c} for b, c in zip(batch["boxes"], batch["labels"])]
+        out = self.criterion(outputs, targets)
+        return {
+            "loss": out["loss"],
+            "loss_cls": out["cls"].detach(),
+            "loss_box": out["box"].detach(),
+            "num_pos": out["num_pos"],
+        }
+
+    def detections(
+        self,
+        outputs: dict,
+        input_sizes: list[tuple[int, int]],
+        letterboxes: list[tuple[float, float, float]],
+        orig_sizes: list[tuple[int, int]],
+        score_thresh: float,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes`` (N, 4) XYXY original-image pixels, ``scores``, ``labels`` (CPU)."""
+        e = self.cfg.eval
+        raw = ssd_postprocess(
+            outputs,
+            self.box_coder,
+            input_sizes,
+            score_thresh=score_thresh,
+            nms_thresh=e.nms_thresh,
+            max_detections=e.max_detections,
+            topk_candidates=e.topk_candidates,
+            focal=self.focal,
+        )
+        out = []
+        for det, letterbox, orig in zip(raw, letterboxes, orig_sizes):
+            boxes = self.to_original(det["boxes"], letterbox, orig)
+            # A box lying wholly in the letterbox padding has no area once clipped to the image.
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            out.append(
+                {
+                    "boxes": boxes[keep],
+                    "scores": det["scores"].float().cpu()[keep],
+                    "labels": det["labels"].cpu()[keep],
+                }
+            )
+        return out
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader, device: torch.device, plots_dir: Path | None = None
+    ) -> dict[str, float]:
+        dataset = loader_dataset(loader, self.name)
+        by_id: dict[int, dict[str, torch.Tensor]] = {}
+        sums: dict[str, float] = {}
+        seen = 0
+        for batch in loader:
+            batch = self.to_device(batch, device)
+            outputs = self.forward(model, batch)
+            n = self.batch_size(batch)
+            for k, v in self.loss(outputs, batch).items():
+                if k != "num_pos":
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+            seen += n
+            dets = self.detections(
+                outputs,
+                batch["image_sizes"],
+                batch["letterbox"],
+                batch["orig_size"],
+                self.cfg.eval.score_thresh,
+            )
+            by_id.update(zip(batch["image_id"].tolist(), dets))
+        # An image the dataset had to skip (unreadable) keeps its objects: they count as missed.
+        empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
+        ids = [int(r.image_id) for r in dataset.records]
+        predictions = [by_id.get(i, empty) for i in ids]
+        metrics = {f"val/{k}": v / max(seen, 1) for k, v in sums.items()}
+        metrics.update(self.score(predictions, dataset, plots_dir))
+        return metrics
+
+    def score(
+        self,
+        predictions: list[dict[str, torch.Tensor]],
+        dataset: DetectionSet,
+        plots_dir: Path | None = None,
+    ) -> dict[str, float]:
+        """VOC (all-point and 11-point) and COCO metrics of original-pixel ``predictions``, one
+        per record of ``dataset``; with ``plots_dir``, also the COCO results JSON, pr_curve.png
+        and confusion_matrix.png there."""
+        e = self.cfg.eval
+        num_classes = len(self.classes)
+        voc = evaluate_voc(predictions, dataset.records, num_classes, e.iou_threshold)
+        voc07 = evaluate_voc(predictions, dataset.records, num_classes, e.iou_threshold, True)
+        key = self.metric
+        metrics = {key: voc.map, f"{key}_07": voc07.map}
+        coco = None
+        if e.coco:
+            image_ids = coco_image_ids(dataset)
+            gt = build_coco_gt(dataset)  # once per evaluation, from the annotations as read
+            if plots_dir is not None:
+                results: Any = write_results_json(
+                    predictions, image_ids, Path(plots_dir) / "coco_results.json"
+                )
+            else:
+                results = predictions_to_coco_results(predictions, image_ids)
+            coco = evaluate_coco(gt, results, backend=e.coco_backend)
+            metrics.update({f"val/{k}": coco[k] for k in _COCO_LOGGED})
+        if plots_dir is not None:
+            plots_dir = Path(plots_dir)
+            plot_pr_curves(voc, self.classes, plots_dir / "pr_curve.png")
+            matrix = detection_confusion_matrix(
+                predictions, dataset.records, num_classes, e.iou_threshold, e.conf_thresh
+            )
+            plot_confusion_matrix(matrix, self.classes, plots_dir / "confusion_matrix.png")
+        self.last_report = {"voc": voc, "voc07": voc07, "coco": coco, "images": len(predictions)}
+        return metrics
+
+    def format_report(self, metrics: dict) -> str:
+        """The VOC table (per class, 11-point and all-point) and the COCO table."""
+        voc: VOCResult = self.last_report["voc"]
+        voc07: VOCResult = self.last_report["voc07"]
+        width = max(12, *(len(c) for c in self.classes))
+        iou = f"{voc.iou_threshold:.2f}"
+        lines = [
+            f"VOC AP at IoU {iou} on {self.last_report['images']} images",
+            f"{'class':<{width}} {'objects':>8} {'dets':>7} {'TP':>6} {'11-point':>9} "
+            f"{'all-point':>9}",
+        ]
+        for c, name in enumerate(self.classes):
+            lines.append(
+                f"{name:<{width}} {int(voc.num_gt[c]):>8} {int(voc.num_det[c]):>7} "
+                f"{int(voc.num_tp[c]):>6} {_fmt(voc07.ap[c]):>9} {_fmt(voc.ap[c]):>9}"
+            )
+        lines.append(
+            f"{'mAP':<{width}} {'':>8} {'':>7} {'':>6} {_fmt(voc07.map):>9} {_fmt(voc.map):>9}"
+        )
+        coco = self.last_report["coco"]
+        if coco is not None:
+            lines += ["", f"COCO ({self.cfg.eval.coco_backend}; -1: no objects of that size)"]
+            names = list(COCO_STAT_NAMES)
+            for row in (names[:3], names[3:6], names[6:9], names[9:]):
+                lines.append("  ".join(f"{n:>9} {coco[n]:6.3f}" for n in row))
+        return "\n".join(lines)
+
+    # ---- drawing and prediction ---------------------------------------------------------------
+    def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:
+        n = min(16, len(batch["image"]))
+        truth_boxes, truth_labels = batch["boxes"][:n], batch["labels"][:n]
+        if outputs is None:
+            texts = [[self.classes[int(c)] for c in lab] for lab in truth_labels]
+            titles = [f"{len(b)} objects" for b in truth_boxes]
+            self._grid(batch, path, truth_boxes, truth_labels, texts, titles)
+            return
+        sliced = {k: (v if k == "anchors" else v[:n]) for k, v in outputs.items()}
+        e = self.cfg.eval
+        dets = ssd_postprocess(
+            sliced,
+            self.box_coder,
+            batch["image_sizes"][:n],
+            score_thresh=e.conf_thresh,
+            nms_thresh=e.nms_thresh,
+            max_detections=e.max_detections,
+            topk_candidates=e.topk_candidates,
+            focal=self.focal,
+        )
+        texts = [
+            [f"{self.classes[int(c)]} {s:.2f}" for c, s in zip(d["labels"], d["scores"].tolist())]
+            for d in dets
+        ]
+        titles = [
+            f"{len(d['boxes'])} detections ({len(b)} objects)" for d, b in zip(dets, truth_boxes)
+        ]
+        self._grid(
+            batch, path, [d["boxes"] for d in dets], [d["labels"] for d in dets], texts, titles
+        )
+
+    def postprocess(self, outputs: dict, meta: list[dict]) -> list[dict]:
+        dets = self.detections(
+            outputs,
+            [m["input_size"] for m in meta],
+            [m["letterbox"] for m in meta],
+            [m["orig_size"] for m in meta],
+            self.cfg.eval.conf_thresh,
+        )
+        return [
+            {
+                "detections": [
+                    self._json_box(box, int(c), float(s))
+                    for box, c, s in zip(
+                        d["boxes"].tolist(), d["labels"].tolist(), d["scores"].tolist()
+                    )
+                ]
+            }
+            for d in dets
+        ]
+
+    def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
+        return self._draw_json(image, prediction["detections"])
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.4f}"
