@@ -84,7 +84,7 @@ def _predict(args: argparse.Namespace) -> None:
     run = load_run(args.weights)
     out = Path(args.out) if args.out else new_run_dir("runs", "predict", run.cfg.name)
     predict(run, args.source, out)
-    print(f"predictions written to {out} (annotated images + predictions.json)")
+    print(f"predictions written to {out} (annotated images or video + predictions.json)")
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -192,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for metrics.json and plots (default: <run>/eval)")
     e.set_defaults(func=_eval)
 
-    pr = sub.add_parser("predict", help="annotate images: a file, a folder or a glob")
+    pr = sub.add_parser("predict", help="annotate images or a video: a file, a folder or a glob")
     pr.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
-    pr.add_argument("source", help="image, folder or glob pattern (quote it)")
+    pr.add_argument("source", help="image, folder, glob pattern (quote it) or video file")
     pr.add_argument("--out", help="output folder (default: runs/predict/<name>)")
     pr.set_defaults(func=_predict)
 
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.set_defaults(func=_data_convert)
 
     m = sub.add_parser("demo", help="train, evaluate and predict on the embedded default data")
-    m.add_argument("--preset", default="classify-shapes")
+    m.add_argument("--preset", default="detect-shapes")
     m.add_argument("overrides", nargs="*")
     m.set_defaults(func=_demo)
     return p

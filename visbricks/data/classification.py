@@ -8,7 +8,6 @@ DataLoader worker an hour in. With ``cache=True`` the decoded pixels are kept.
 from __future__ import annotations
 
 import csv
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..errors import DataError
-from .io import is_image_file, read_image, safe_join
+from .io import is_image_file, read_image, safe_join, warn_skipped
 
 
 def imagefolder_classes(folder: str | Path) -> list[str]:
@@ -91,13 +90,7 @@ class LabelledImages(Dataset):
             self.targets.append(target)
             if self._cache is not None:
                 self._cache.append(pixels)
-        if self.skipped:
-            shown = "; ".join(f"{f}: {why}" for f, why in self.skipped[:5])
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image(s) of {len(files)} ({shown}); "
-                "set data.strict=true to make this an error",
-                stacklevel=2,
-            )
+        warn_skipped(self.skipped, f"unreadable image(s) of {len(files)}", stacklevel=2)
         if not self.files:
             raise DataError("dataset is empty: every image was unreadable")
 

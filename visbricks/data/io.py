@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,15 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     if os.path.commonpath([root_resolved, candidate]) != str(root_resolved):
         raise DataError(f"path {str(relative)!r} escapes the dataset root {root_resolved}; refused")
     return candidate
+
+
+def warn_skipped(skipped: list[tuple[object, str]], what: str, stacklevel: int = 3) -> None:
+    """One warning for the entries a lenient dataset skipped: how many, why (first five) and
+    how to make it an error. ``what`` reads like "unreadable image(s) of 120"."""
+    if not skipped:
+        return
+    shown = "; ".join(f"{entry}: {why}" for entry, why in skipped[:5])
+    warnings.warn(
+        f"skipped {len(skipped)} {what} ({shown}); set data.strict=true to make this an error",
+        stacklevel=stacklevel + 1,
+    )

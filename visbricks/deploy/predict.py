@@ -1,4 +1,4 @@
-"""``visbricks predict``: images, folders or globs in; annotated images and one JSON out."""
+"""``visbricks predict``: images, folders, globs or a video in; annotated output and one JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from ..data.io import is_image_file, read_image, write_image
 from ..errors import DataError
 from .loading import LoadedRun
+from .video import VideoWriter, is_video_file, read_frames, video_fps
 
 
 def expand_source(source: str | Path) -> list[Path]:
@@ -27,28 +28,57 @@ def expand_source(source: str | Path) -> list[Path]:
     return files
 
 
+def _predict_images(run: LoadedRun, model: torch.nn.Module, images: list, device) -> list[dict]:
+    """The task's predictions for RGB uint8 images, batched where their tensors agree in size."""
+    prepared = [run.task.preprocess(im) for im in images]
+    tensors = [t for t, _ in prepared]
+    if len({tuple(t.shape) for t in tensors}) == 1:
+        outputs = model(torch.stack(tensors).to(device))
+        return run.task.postprocess(outputs, [m for _, m in prepared])
+    preds = []  # letterboxed sizes may differ: run those one by one
+    for t, m in prepared:
+        preds += run.task.postprocess(model(t[None].to(device)), [m])
+    return preds
+
+
+def _public(pred: dict) -> dict:
+    # "_"-prefixed entries (e.g. a depth map) are for annotate(), not for the JSON.
+    return {k: v for k, v in pred.items() if k[:1] != "_"}
+
+
 @torch.no_grad()
-def predict(run: LoadedRun, source: str | Path, out_dir: str | Path, batch_size: int = 16,
-            device: str | torch.device = "cpu") -> Path:
-    """Write ``<out>/<image name>`` annotated images and ``<out>/predictions.json``."""
+def predict(
+    run: LoadedRun,
+    source: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Write annotated outputs and ``<out>/predictions.json``.
+
+    Images (a file, folder or glob) give ``<out>/<image stem>.png``; a video gives
+    ``<out>/<video stem>.mp4`` with every frame annotated, at the input's frame rate, and one
+    JSON entry per frame.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = expand_source(source)
-    results = []
     model = run.model.to(device).eval()
+    if is_video_file(source) and Path(source).is_file():
+        results = _predict_video(run, model, Path(source), out_dir, batch_size, device)
+    else:
+        results = _predict_files(run, model, expand_source(source), out_dir, batch_size, device)
+    with open(out_dir / "predictions.json", "w") as f:
+        json.dump(results, f, indent=1)
+    return out_dir
+
+
+def _predict_files(run, model, files: list[Path], out_dir: Path, batch_size: int, device):
+    results = []
     names: set[str] = set()
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         images = [read_image(f) for f in chunk]
-        prepared = [run.task.preprocess(im) for im in images]
-        tensors = [t for t, _ in prepared]
-        if len({tuple(t.shape) for t in tensors}) == 1:
-            outputs = model(torch.stack(tensors).to(device))
-            preds = run.task.postprocess(outputs, [m for _, m in prepared])
-        else:  # letterboxed sizes may differ: run those one by one
-            preds = []
-            for t, m in prepared:
-                preds += run.task.postprocess(model(t[None].to(device)), [m])
+        preds = _predict_images(run, model, images, device)
         for file, image, pred in zip(chunk, images, preds):
             name = file.name
             n = 2
@@ -57,8 +87,27 @@ def predict(run: LoadedRun, source: str | Path, out_dir: str | Path, batch_size:
                 n += 1
             names.add(name)
             write_image(out_dir / (Path(name).stem + ".png"), run.task.annotate(image, pred))
-            # "_"-prefixed entries (e.g. a depth map) are for annotate(), not for the JSON.
-            results.append({"file": str(file), **{k: v for k, v in pred.items() if k[:1] != "_"}})
-    with open(out_dir / "predictions.json", "w") as f:
-        json.dump(results, f, indent=1)
-    return out_dir
+            results.append({"file": str(file), **_public(pred)})
+    return results
+
+
+def _predict_video(run, model, source: Path, out_dir: Path, batch_size: int, device):
+    results = []
+    frames: list = []
+
+    def flush(writer: VideoWriter) -> None:
+        for image, pred in zip(frames, _predict_images(run, model, frames, device)):
+            writer.write(run.task.annotate(image, pred))
+            results.append({"file": str(source), "frame": len(results), **_public(pred)})
+        frames.clear()
+
+    with VideoWriter(out_dir / f"{source.stem}.mp4", video_fps(source)) as writer:
+        for frame in read_frames(source):
+            frames.append(frame)
+            if len(frames) == batch_size:
+                flush(writer)
+        if frames:
+            flush(writer)
+    if not results:
+        raise DataError(f"{source} has no readable frames")
+    return results

@@ -218,6 +218,12 @@ def warp(
     points = backproject(depth, inv_K)
     pix, z = _project_pixels(points, K, T_target_to_source)
     grid = pixel_to_grid(pix, height, width).reshape(batch, height, width, 2)
+    # grid_sample's CPU backward reads out of bounds (a segfault, not an error) on NaN
+    # coordinates, which a diverging depth or pose net produces. NaN becomes "outside the image"
+    # (valid is False there, and the loss is NaN anyway from the depth itself, so the trainer's
+    # NaN guard still reports it); with border padding nothing beyond +-1 is sampled, so the
+    # clamp changes no value and no gradient.
+    grid = torch.nan_to_num(grid, nan=2.0).clamp(-2.0, 2.0)
     warped = F.grid_sample(
         src_image.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=False
     )

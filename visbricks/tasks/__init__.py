@@ -6,7 +6,12 @@ from torch import nn
 
 from ..config import Config
 from ..registry import TASKS
-from . import classify, detect, locate  # noqa: F401  (registration)
+from . import (  # noqa: F401
+    classify,  # noqa: F401  (registers classify, multilabel)
+    depth,  # noqa: F401
+    detect,
+    locate,
+)
 from .base import DataBundle, Task
 
 

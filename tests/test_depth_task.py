@@ -1,0 +1,280 @@
+"""The depth task end to end: pose ordering, pretrained mapping, training, metrics, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+
+from visbricks.config import load_config
+from visbricks.data.io import read_image, write_image
+from visbricks.data.synth.driving import write_driving
+from visbricks.errors import ConfigError
+from visbricks.metrics.depth import DEPTH_METRICS
+from visbricks.ops.geometry import pose_vec_to_mat
+from visbricks.tasks import build_task
+from visbricks.tasks.depth import colorize
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory) -> Path:
+    return write_driving(
+        tmp_path_factory.mktemp("depth") / "drive",
+        sequences=2,
+        frames=8,
+        width=128,
+        height=64,
+        val_sequences=1,
+        seed=4,
+    )
+
+
+def _config(root: Path, project: Path | None = None, *extra: str):
+    overrides = [
+        f"data.root={root}",
+        "data.synth=null",
+        "img_size={width: 128, height: 64}",
+        "batch_size=2",
+        "epochs=2",
+        f"project={project or root.parent / 'runs'}",
+        "train.tensorboard=false",
+        "data.cache=false",
+        "deterministic=true",
+    ]
+    return load_config("depth-driving", [*overrides, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(drive, tmp_path_factory):
+    """A two-epoch run on the tiny sequences (plumbing, not accuracy)."""
+    from visbricks.cli import run_training
+
+    cfg = _config(drive, tmp_path_factory.mktemp("runs"))
+    trainer, metrics = run_training(cfg)
+    return trainer, metrics
+
+
+def test_loss_decreases_when_training_on_a_batch(drive):
+    torch.manual_seed(0)
+    task = build_task(_config(drive, None, "data.aug.hflip=0.0", "data.aug.color_p=0.0"))
+    data = task.build_data()
+    batch = next(iter(DataLoader(data.train, batch_size=4)))
+    model = task.build_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        terms = task.loss(task.forward(model, batch), batch)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(terms["loss"].item())
+        assert terms["loss"].item() == pytest.approx(terms["photo"].item() + terms["smooth"].item())
+    assert np.mean(losses[-5:]) < 0.8 * losses[0], losses
+
+
+def test_depth_starts_mid_range_and_fixed_scale_pins_the_mean_log_disparity():
+    from visbricks.models.depth import DepthModel
+    from visbricks.ops.geometry import disp_to_depth
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 128)
+    free = DepthModel("resnet18", "mobilenet_v3_small", min_depth=0.1, max_depth=100.0).eval()
+    pinned = DepthModel("resnet18", "mobilenet_v3_small", fixed_scale=True).eval()
+    with torch.no_grad():
+        out = free(images)
+        assert [tuple(out[("disp", s)].shape) for s in range(4)] == [
+            (2, 1, 64 // 2**s, 128 // 2**s) for s in range(4)
+        ]
+        depth = disp_to_depth(out[("disp", 0)], 0.1, 100.0)[1]
+        assert 2.0 < depth.median().item() < 5.0  # sqrt(0.1 * 100) = 3.16
+        # Push every output nearer: the free model follows, the pinned one keeps its mean.
+        for model in (free, pinned):
+            for head in model.depth_decoder.disp.values():
+                head.conv.bias.add_(2.0)
+        init = pinned.depth_decoder.init_disp
+        assert free(images)[("disp", 0)].mean().item() > 3 * init
+        logit = torch.logit(torch.tensor(init))
+        for s, disp in pinned(images).items():
+            mean_logit = torch.logit(disp.double()).mean((2, 3)).float()
+            torch.testing.assert_close(mean_logit, torch.full((2, 1), logit.item()), msg=str(s))
+
+
+class _PairProbe(nn.Module):
+    """Depth: a constant disparity. Pose: translation = mean(first frame) - mean(second frame),
+    so the order in which the task stacks a pair is visible in the output."""
+
+    def forward(self, images):
+        b, _, h, w = images.shape
+        return {("disp", s): torch.full((b, 1, h // 2**s, w // 2**s), 0.5) for s in range(4)}
+
+    def predict_pose(self, pairs):
+        first, second = pairs[:, :3].mean((1, 2, 3)), pairs[:, 3:].mean((1, 2, 3))
+        translation = torch.stack([first - second, 2 * (first - second), first], 1)[:, None]
+        return torch.zeros_like(translation), translation
+
+
+def test_pose_net_sees_each_pair_in_time_order_and_the_past_is_inverted(drive):
+    task = build_task(_config(drive))
+    batch = {
+        ("color_aug", f, 0): torch.full((2, 3, 64, 128), float(v))
+        for f, v in ((0, 1.0), (-1, 3.0), (1, 7.0))
+    }
+    out = task.forward(_PairProbe(), batch)
+    assert task.batch_size(batch) == 2
+    # +1: [target, source]; the motion is used as predicted.
+    torch.testing.assert_close(out[("translation", 0, 1)][0, 0], torch.tensor([-6.0, -12.0, 1.0]))
+    torch.testing.assert_close(out[("cam_T_cam", 0, 1)][0, :3, 3], torch.tensor([-6.0, -12.0, 1.0]))
+    # -1: [source, target]; target -> source is the inverse of what the net saw.
+    predicted = pose_vec_to_mat(out[("axisangle", 0, -1)], out[("translation", 0, -1)])
+    torch.testing.assert_close(out[("translation", 0, -1)][0, 0], torch.tensor([2.0, 4.0, 3.0]))
+    torch.testing.assert_close(out[("cam_T_cam", 0, -1)], torch.linalg.inv(predicted))
+    assert {("disp", s) for s in range(4)} <= set(out)
+
+
+def test_pose_encoder_takes_3_channel_weights_through_a_mapping_rule(drive, tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18()
+    conv1 = reference.conv1.weight.detach()
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(reference.state_dict(), path)
+
+    def check(model, reports):
+        assert torch.equal(model.depth_encoder.conv1.weight, conv1)
+        # Two stacked frames: each half holds the weights halved, so two identical frames
+        # give the pretrained response.
+        torch.testing.assert_close(model.pose_encoder.conv1.weight, torch.cat([conv1] * 2, 1) / 2)
+        for encoder in (model.depth_encoder, model.pose_encoder):
+            assert torch.equal(encoder.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
+            assert torch.equal(encoder.bn1.running_var, reference.bn1.running_var)
+        for report in reports:
+            assert not report.missing and not report.mismatched
+            assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]  # the classifier
+
+    pose = "model.pose_backbone=resnet18"  # the preset's is lighter; the rule is the same
+    task = build_task(_config(drive, None, f"model.pretrained={path}", pose))
+    model = task.build_model(load_pretrained=False)
+    check(model, task.load_pretrained(model))
+
+    # model.pretrained=imagenet finds torchvision's file in the torch hub cache.
+    from visbricks.engine.weights import torchvision_weights_files
+
+    hub = tmp_path / ".torch"
+    name = torchvision_weights_files("resnet18")[0][1].name
+    (hub / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), hub / "hub" / "checkpoints" / name)
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    task = build_task(_config(drive, None, "model.pretrained=imagenet", pose))
+    model = task.build_model(load_pretrained=False)
+    check(model, task.load_pretrained(model))
+
+
+def test_a_file_for_the_depth_encoder_leaves_a_different_pose_encoder_alone(drive, tmp_path):
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    task = build_task(_config(drive, None, f"model.pretrained={path}"))  # pose: mobilenet
+    model = task.build_model(load_pretrained=False)
+    before = {k: v.clone() for k, v in model.pose_encoder.state_dict().items()}
+    reports = task.load_pretrained(model)
+    assert len(reports) == 1 and not reports[0].missing
+    for k, v in model.pose_encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_a_constant_prediction_scores_exactly_the_baseline(drive, tmp_path):
+    task = build_task(_config(drive))
+    data = task.build_data()
+    loader = DataLoader(data.val, batch_size=4)
+    metrics = task.evaluate(_PairProbe(), loader, torch.device("cpu"), tmp_path)
+    for k in DEPTH_METRICS:
+        assert metrics[f"val/{k}"] == pytest.approx(metrics[f"val/baseline_{k}"], rel=1e-6)
+    assert metrics["val/baseline_abs_rel"] > 0.05  # the scene is not one depth
+    table = task.format_report(metrics)
+    assert "constant gt median" in table and "δ<1.25" in table
+    image = read_image(tmp_path / "depth.png")
+    assert image.shape[0] > 100 and image.shape[1] > 300
+
+
+def test_training_run_writes_metrics_plots_and_weights(trained):
+    trainer, metrics = trained
+    expected = {f"val/{k}" for k in DEPTH_METRICS} | {f"val/baseline_{k}" for k in DEPTH_METRICS}
+    assert expected | {"val/scale_ratio_mean", "val/scale_ratio_std"} == set(metrics)
+    rows = (trainer.run_dir / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"train/loss", "train/photo", "train/smooth", "val/abs_rel"} <= set(header)
+    assert len(rows) == 3
+    for name in ("depth.png", "samples.png", "predictions.png", "loss.png", "metrics.png"):
+        assert (trainer.plots_dir / name).is_file(), name
+    assert (trainer.weights_dir / "best.safetensors").is_file()
+
+
+def test_eval_prints_the_table_and_predict_writes_depth_images(trained, drive, tmp_path, capsys):
+    from visbricks.cli import main
+    from visbricks.deploy.loading import load_run
+    from visbricks.deploy.predict import predict
+
+    trainer, _ = trained
+    assert main(["eval", str(trainer.run_dir), "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "constant gt median" in printed and "abs_rel" in printed
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/abs_rel"] > 0
+
+    inputs = tmp_path / "in"
+    frame = read_image(drive / "seq_01" / "images" / "000003.png")
+    write_image(inputs / "frame.png", frame)
+    write_image(inputs / "tall.jpg", np.ascontiguousarray(np.repeat(frame, 2, axis=0)))
+    run = load_run(trainer.run_dir)
+    out = predict(run, inputs, tmp_path / "out")
+    for name, shape in (("frame.png", frame.shape), ("tall.png", (128, 128, 3))):
+        depth_image = read_image(out / name)
+        assert depth_image.shape == shape
+        assert depth_image.std() > 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) == 2
+    for r in results:
+        assert 0 < r["depth_min"] <= r["depth_median"] <= r["depth_max"]
+        assert "_depth" not in r
+
+    # A video in gives a colour-mapped depth video out, frame for frame at the same rate.
+    from visbricks.deploy.video import VideoWriter, read_frames, video_fps
+
+    clip = tmp_path / "drive.mp4"
+    with VideoWriter(clip, fps=10) as writer:
+        for i in range(5):
+            writer.write(read_image(drive / "seq_01" / "images" / f"{i:06d}.png"))
+    out = predict(run, clip, tmp_path / "video", batch_size=2)
+    frames = list(read_frames(out / "drive.mp4"))
+    assert len(frames) == 5 and frames[0].shape == frame.shape
+    assert video_fps(out / "drive.mp4") == pytest.approx(10)
+    results = json.loads((out / "predictions.json").read_text())
+    assert [r["frame"] for r in results] == list(range(5))
+
+
+def test_colorize_shows_near_bright_and_missing_black():
+    disparity = np.array([[0.0, 0.1, 0.5, 1.0]])
+    rgb = colorize(disparity, vmax=1.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 4, 3)
+    assert (rgb[0, 0] == 0).all()
+    brightness = rgb[0, 1:].astype(int).sum(-1)
+    assert (np.diff(brightness) > 0).all()
+
+
+def test_bad_depth_settings_are_config_errors(drive):
+    with pytest.raises(ConfigError, match="multiples of 32 and at least 64, got 96x32"):
+        build_task(_config(drive, None, "img_size={width: 96, height: 32}"))
+    with pytest.raises(ConfigError, match="frame_ids must be the target 0"):
+        build_task(_config(drive, None, "data.frame_ids=[1, 0]"))
+    task = build_task(
+        load_config(
+            "depth-driving", [f"data.root={drive.parent / 'new'}", "data.synth={kind: shapes}"]
+        )
+    )
+    with pytest.raises(ConfigError, match="data.synth.kind for depth must be 'driving'"):
+        task.build_data()
+    with pytest.raises(ConfigError, match="data.format for depth must be 'sequence'"):
+        build_task(_config(drive, None, "data.format=coco")).build_data()

@@ -1,0 +1,178 @@
+"""Self-supervised monocular depth networks (Monodepth2, Godard et al., ICCV 2019).
+
+``DepthModel`` holds four swappable parts, addressable by ``train.freeze`` / ``train.lr_mult``:
+``depth_encoder`` (any registered backbone), ``depth_decoder`` (multi-scale sigmoid disparity),
+``pose_encoder`` (a backbone taking two frames stacked on channels) and ``pose_decoder``
+(axis-angle + translation). Calling the model on images runs only the depth branch, so predict,
+export and benchmarks see an ordinary image-to-depth network; the pose branch is for training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..registry import HEADS
+from .backbones import build_backbone
+
+
+class ConvBlock(nn.Module):
+    """Reflection-padded 3x3 conv + ELU, as in Monodepth2's decoder: reflection padding avoids
+    the dark border zero padding leaves in the disparity."""
+
+    def __init__(self, in_channels: int, out_channels: int, activation: bool = True) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+        self.act = nn.ELU(inplace=True) if activation else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(self.pad(x)))
+
+
+@HEADS.register("depth_decoder")
+class DepthDecoder(nn.Module):
+    """U-Net decoder from encoder features (strides 4..32) to disparity at strides 1, 2, 4, 8.
+
+    Each level upsamples by 2 (nearest) and concatenates the encoder feature of that stride when
+    there is one. ``("disp", s)`` is a sigmoid in [0, 1] at 1/2**s of the input size; the task
+    maps it to depth in [min_depth, max_depth]. ``init_disp`` is the sigmoid's starting value
+    (through the output bias).
+
+    With ``fixed_scale`` each output's logits are shifted so that their per-image mean is the
+    logit of ``init_disp``. Monocular depth has no observable scale, and trained from scratch
+    that free scale collapses: depth shrinks to min_depth, where the sigmoid saturates and the
+    gradient vanishes, faster than the pose net grows its translation (seen within ~15 steps on
+    the synthetic streets). Pinning the scale removes that direction (Wang et al., "Learning
+    Depth from Monocular Videos using Direct Methods", CVPR 2018, normalise inverse depth by its
+    mean). Doing it on the logits rather than dividing the disparity by its mean keeps the
+    output a sigmoid and the gradient bounded: the division overflowed (NaN gradients) once a
+    coarse scale's disparities all went to ~1e-15. Below the sigmoid's midpoint a logit shift
+    is a scale of disparity, so this pins the geometric mean of disparity.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        strides: list[int],
+        scales: int = 4,
+        channels: tuple[int, ...] = (16, 32, 64, 128, 256),
+        init_disp: float = 0.5,
+        fixed_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.init_disp = init_disp
+        self.init_logit = math.log(init_disp / (1 - init_disp))
+        self.fixed_scale = fixed_scale
+        if strides[-1] != 2 ** (len(channels)):
+            raise ConfigError(
+                f"depth decoder needs an encoder whose last stride is {2 ** len(channels)}, "
+                f"got strides {strides}"
+            )
+        if not 1 <= scales <= len(channels):
+            raise ConfigError(f"depth decoder scales must be in 1..{len(channels)}, got {scales}")
+        self.scales = scales
+        self.skip_index = {s: i for i, s in enumerate(strides[:-1])}
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        self.disp = nn.ModuleDict()
+        prev = in_channels[-1]
+        for level in range(len(channels) - 1, -1, -1):  # stride 2**level after upsampling
+            self.up.append(ConvBlock(prev, channels[level]))
+            skip = self.skip_index.get(2**level)
+            skip_ch = in_channels[skip] if skip is not None else 0
+            self.fuse.append(ConvBlock(channels[level] + skip_ch, channels[level]))
+            if level < scales:
+                head = ConvBlock(channels[level], 1, activation=False)
+                nn.init.constant_(head.conv.bias, self.init_logit)
+                self.disp[str(level)] = head
+            prev = channels[level]
+        self.levels = list(range(len(channels) - 1, -1, -1))
+
+    def forward(self, features: list[Tensor]) -> dict:
+        outputs = {}
+        x = features[-1]
+        for level, up, fuse in zip(self.levels, self.up, self.fuse):
+            x = F.interpolate(up(x), scale_factor=2, mode="nearest")
+            skip = self.skip_index.get(2**level)
+            if skip is not None:
+                x = torch.cat([x, features[skip]], 1)
+            x = fuse(x)
+            if str(level) in self.disp:
+                logits = self.disp[str(level)](x)
+                if self.fixed_scale:
+                    logits = logits - logits.mean((2, 3), keepdim=True) + self.init_logit
+                outputs[("disp", level)] = torch.sigmoid(logits)
+        return outputs
+
+
+class PoseDecoder(nn.Module):
+    """Relative camera motion from the pose encoder's deepest feature map.
+
+    Outputs are multiplied by 0.01 (Monodepth2): the predicted motion starts near identity, so
+    early warps sample close to the target instead of far across the image, where the
+    photometric loss gives no useful gradient.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 6, 1),
+        )
+
+    def forward(self, feature: Tensor) -> tuple[Tensor, Tensor]:
+        """(axisangle (B, 1, 3), translation (B, 1, 3))."""
+        out = 0.01 * self.net(feature).mean((2, 3))
+        return out[:, None, :3], out[:, None, 3:]
+
+
+class DepthModel(nn.Module):
+    """Depth encoder/decoder plus pose encoder/decoder; ``forward(images)`` is depth only."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pose_backbone: str | None = None,
+        head: str = "depth_decoder",
+        scales: int = 4,
+        in_channels: int = 3,
+        min_depth: float = 0.1,
+        max_depth: float = 100.0,
+        fixed_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.depth_encoder = build_backbone(backbone, in_channels=in_channels)
+        # Start at the log-middle of the depth range (Monodepth2's sigmoid midpoint is only 2x
+        # from min_depth for 0.1..100 m): the same room (~30x) for the scene to spread nearer
+        # and farther. With fixed_scale this is also where each image's mean disparity stays.
+        start = 1 / math.sqrt(min_depth * max_depth)
+        init_disp = (start - 1 / max_depth) / (1 / min_depth - 1 / max_depth)
+        self.depth_decoder = HEADS.build(
+            head,
+            list(self.depth_encoder.out_channels),
+            list(self.depth_encoder.strides),
+            scales,
+            init_disp=init_disp,
+            fixed_scale=fixed_scale,
+        )
+        # Two frames stacked on channels: the pose net sees both views at every layer.
+        self.pose_encoder = build_backbone(pose_backbone or backbone, in_channels=2 * in_channels)
+        self.pose_decoder = PoseDecoder(self.pose_encoder.out_channels[-1])
+
+    def forward(self, images: Tensor) -> dict:
+        """``{("disp", s): (B, 1, H / 2**s, W / 2**s)}`` sigmoid disparities."""
+        return self.depth_decoder(self.depth_encoder(images))
+
+    def predict_pose(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        """Motion between the two frames of ``pairs`` (B, 2C, H, W): (axisangle, translation)."""
+        return self.pose_decoder(self.pose_encoder(pairs)[-1])
