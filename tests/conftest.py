@@ -67,3 +67,23 @@ def tiny_config(root: Path, project: Path, *extra: str):
         "deterministic=true",
     ]
     return load_config("classify-shapes", [*overrides, "data.synth=null", *extra])
+
+
+def train_tiny_run(tmp: Path) -> Path:
+    """A one-epoch MobileNetV3-small run on the colour folder, through the command line; its
+    run folder is what eval / bench / export take."""
+    from visbricks.cli import main
+
+    root = write_colour_folder(tmp / "colours")
+    args = [
+        f"data.root={root}",
+        "data.synth=null",
+        f"project={tmp / 'runs'}",
+        "img_size=32",
+        "batch_size=8",
+        "epochs=1",
+        "train.tensorboard=false",
+        "model.backbone=mobilenet_v3_small",
+    ]
+    assert main(["train", "classify-shapes", *args]) == 0
+    return tmp / "runs" / "classify" / "classify-shapes"

@@ -21,7 +21,7 @@ def test_help_is_fast_and_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    for cmd in ("train", "eval", "predict", "summary", "demo", "data"):
+    for cmd in ("train", "eval", "predict", "bench", "export", "summary", "demo", "data"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0

@@ -87,6 +87,44 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predictions written to {out} (annotated images or video + predictions.json)")
 
 
+def _bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from .deploy.benchmark import benchmark
+    from .deploy.loading import load_run
+    from .engine.trainer import select_device
+
+    try:
+        batches = tuple(int(b) for b in args.batch.split(","))
+    except ValueError:
+        raise VisbricksError(f"--batch takes sizes like 1,8; got {args.batch!r}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = load_run(args.weights)
+    device = select_device(args.device or run.cfg.device)
+    report = benchmark(
+        run.model,
+        run.task.img_size,
+        batches,
+        run.cfg.model.in_channels,
+        warmup=args.warmup,
+        iters=args.iters,
+        device=device,
+    )
+    print(f"{run.weights}")
+    print(report)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .deploy.export import export
+    from .deploy.loading import load_run
+
+    run = load_run(args.weights)
+    suffix = {"onnx": ".onnx", "pt2": ".pt2"}[args.format]
+    out = Path(args.out) if args.out else run.weights.with_suffix(suffix)
+    print(export(run, out, args.format, atol=args.atol))
+
+
 def _summary(args: argparse.Namespace) -> None:
     from .config import load_config, parse_img_size
     from .deploy.summary import summarize
@@ -191,6 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
     e.add_argument("--out", help="folder for metrics.json and plots (default: <run>/eval)")
     e.set_defaults(func=_eval)
+
+    b = sub.add_parser("bench", help="latency p50/p90, images/s, params and FLOPs of weights")
+    b.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    b.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    b.add_argument("--iters", type=int, default=30, help="timed forward passes per batch size")
+    b.add_argument("--warmup", type=int, default=5, help="untimed passes first")
+    b.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the run's device)")
+    b.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    b.set_defaults(func=_bench)
+
+    x = sub.add_parser("export", help="ONNX or torch.export .pt2, verified against eager PyTorch")
+    x.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    x.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    x.add_argument("--out", help="output file (default: next to the weights)")
+    x.add_argument("--atol", type=float, default=1e-4, help="allowed absolute difference")
+    x.set_defaults(func=_export)
 
     pr = sub.add_parser("predict", help="annotate images or a video: a file, a folder or a glob")
     pr.add_argument("weights", help="run folder, best.safetensors or last.ckpt")

@@ -43,16 +43,15 @@ class DepthDecoder(nn.Module):
     maps it to depth in [min_depth, max_depth]. ``init_disp`` is the sigmoid's starting value
     (through the output bias).
 
-    With ``fixed_scale`` each output's logits are shifted so that their per-image mean is the
-    logit of ``init_disp``. Monocular depth has no observable scale, and trained from scratch
-    that free scale collapses: depth shrinks to min_depth, where the sigmoid saturates and the
-    gradient vanishes, faster than the pose net grows its translation (seen within ~15 steps on
-    the synthetic streets). Pinning the scale removes that direction (Wang et al., "Learning
-    Depth from Monocular Videos using Direct Methods", CVPR 2018, normalise inverse depth by its
-    mean). Doing it on the logits rather than dividing the disparity by its mean keeps the
-    output a sigmoid and the gradient bounded: the division overflowed (NaN gradients) once a
-    coarse scale's disparities all went to ~1e-15. Below the sigmoid's midpoint a logit shift
-    is a scale of disparity, so this pins the geometric mean of disparity.
+    With ``fixed_scale`` every output is rescaled so that its per-image mean is ``init_disp``
+    (clamped at 1). Monocular depth has no observable scale, and trained from scratch that free
+    scale collapses: depth shrinks to min_depth, where the sigmoid saturates and the gradient
+    vanishes, faster than the pose net grows its translation (seen within ~15 steps on the
+    synthetic streets). Normalising inverse depth by its mean removes that direction (Wang et
+    al., "Learning Depth from Monocular Videos using Direct Methods", CVPR 2018). Because
+    disparity is bounded in [0, 1], a pinned mean also bounds how much of the image can be near.
+    (Pinning the mean *logit* instead does not: the net then made most pixels near and a few
+    extremely far, worse than the constant baseline after one epoch.)
     """
 
     def __init__(
@@ -103,10 +102,13 @@ class DepthDecoder(nn.Module):
                 x = torch.cat([x, features[skip]], 1)
             x = fuse(x)
             if str(level) in self.disp:
-                logits = self.disp[str(level)](x)
+                disp = torch.sigmoid(self.disp[str(level)](x))
                 if self.fixed_scale:
-                    logits = logits - logits.mean((2, 3), keepdim=True) + self.init_logit
-                outputs[("disp", level)] = torch.sigmoid(logits)
+                    # The floor keeps the division's gradient (~1 / mean**2) finite when all of
+                    # a coarse scale's disparities collapse towards 0 (NaN gradients otherwise).
+                    mean = disp.mean((2, 3), keepdim=True).clamp(min=1e-4)
+                    disp = (disp * (self.init_disp / mean)).clamp(max=1)
+                outputs[("disp", level)] = disp
         return outputs
 
 
