@@ -62,6 +62,19 @@ def test_identity_warp_returns_the_image_for_any_depth(device):
     torch.testing.assert_close(warped[..., 1:-1, 1:-1], image[..., 1:-1, 1:-1], atol=1e-4, rtol=0)
 
 
+def test_nan_depth_is_outside_the_image_and_backward_survives():
+    # grid_sample's CPU backward segfaults on NaN coordinates; warp must never hand it one.
+    image = torch.rand(1, 3, 16, 24, requires_grad=True)
+    depth = torch.full((1, 1, 16, 24), 5.0)
+    depth[0, 0, 4:8, 4:8] = float("nan")
+    pose = translation_pose(tx=0.3)
+    pose.requires_grad_(True)
+    warped, valid = warp(image, depth, make_K(), pose)
+    assert not valid[0, 0, 4:8, 4:8].any() and valid[0, 0, 10:, 10:20].all()
+    warped.sum().backward()
+    assert torch.isfinite(image.grad).all()
+
+
 def test_sideways_translation_shifts_a_plane_by_fx_t_over_depth():
     # A fronto-parallel plane at depth D seen by a camera moved by t along x moves by fx*t/D
     # pixels; choose 2 px so the expected warp is an exact integer shift of the source.
