@@ -67,3 +67,16 @@ def test_dict_outputs_get_stable_names_and_a_mismatch_is_refused():
         compare_outputs(names, ref, [ref[0], ref[1] + 0.5], 1e-4, 1e-3)
     with pytest.raises(ExportError, match=r"output disp_0: exported shape \(3, 2\)"):
         compare_outputs(names, ref, [np.zeros((3, 2)), ref[1]], 1e-4, 1e-3)
+
+
+def test_an_exporter_failure_is_one_error_and_writes_nothing(run_dir, monkeypatch, tmp_path):
+    from visbricks.deploy.export import export
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::something\nlong torch details")
+
+    monkeypatch.setattr(torch.export, "export", fail)
+    out = tmp_path / "model.pt2"
+    with pytest.raises(ExportError, match="could not be exported to pt2: unsupported operator"):
+        export(load_run(run_dir), out, "pt2")
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))

@@ -46,3 +46,16 @@ def test_a_frame_of_another_size_and_unreadable_files_are_named(tmp_path):
         list(read_frames(bad))
     with pytest.raises(DataError, match="absent.mp4"):
         list(read_frames(tmp_path / "absent.mp4"))
+
+
+def test_predict_on_a_missing_video_names_it(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from visbricks.deploy.predict import predict
+
+    run = SimpleNamespace(model=torch.nn.Identity())
+    with pytest.raises(DataError, match="video not found: .*absent.mp4"):
+        predict(run, tmp_path / "absent.mp4", tmp_path / "out")
+    assert not (tmp_path / "out" / "absent.mp4").exists()

@@ -118,13 +118,23 @@ def export(
 
     tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")  # keeps the suffix loaders check
     try:
-        if fmt == "onnx":
-            _export_onnx(wrapper, example, tmp, names)
-        else:
-            program = torch.export.export(
-                wrapper, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}}
-            )
-            torch.export.save(program, str(tmp))
+        try:
+            if fmt == "onnx":
+                _export_onnx(wrapper, example, tmp, names)
+            else:
+                batch = torch.export.Dim("batch")
+                program = torch.export.export(
+                    wrapper, (example,), dynamic_shapes={"images": {0: batch}}
+                )
+                torch.export.save(program, str(tmp))
+        except ExportError:
+            raise
+        except Exception as e:  # the exporters fail deep inside torch; say what and where
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(
+                f"{run.cfg.model.backbone} ({run.cfg.task}) could not be exported to {fmt}: "
+                f"{first}"
+            ) from e
         check = torch.randn(check_batch, channels, height, width)
         with torch.no_grad():
             reference = [t.numpy() for t in wrapper(check)]

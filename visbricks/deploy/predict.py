@@ -63,7 +63,7 @@ def predict(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = run.model.to(device).eval()
-    if is_video_file(source) and Path(source).is_file():
+    if is_video_file(source) and not glob.has_magic(str(source)):
         results = _predict_video(run, model, Path(source), out_dir, batch_size, device)
     else:
         results = _predict_files(run, model, expand_source(source), out_dir, batch_size, device)
