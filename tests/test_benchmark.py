@@ -12,6 +12,7 @@ from torch import nn
 from conftest import train_tiny_run
 from visbricks.cli import main
 from visbricks.deploy.benchmark import _percentile, benchmark
+from visbricks.errors import VisbricksError
 
 
 class _Sleeper(nn.Module):
@@ -51,7 +52,7 @@ def test_latency_images_per_second_params_and_flops():
 
 
 def test_bad_settings_are_errors():
-    with pytest.raises(ValueError, match="iters >= 1"):
+    with pytest.raises(VisbricksError, match="iters >= 1"):
         benchmark(_Sleeper(0), (8, 8), iters=0)
 
 
@@ -65,3 +66,5 @@ def test_command_line_prints_a_row_per_batch(tmp_path, capsys):
     assert "input 32x32" in out and "GFLOPs/image" in out
     assert main(["bench", str(run), "--batch", "one"]) == 2
     assert "--batch takes sizes like 1,8" in capsys.readouterr().err
+    assert main(["bench", str(run), "--batch", "0"]) == 2
+    assert "batch sizes >= 1" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import VisbricksError
 from .summary import total_flops
 
 
@@ -81,7 +82,7 @@ def benchmark(
 ) -> BenchReport:
     """Time ``model`` on random inputs of ``img_size`` (height, width) for each batch size."""
     if warmup < 0 or iters < 1 or not batches or min(batches) < 1:
-        raise ValueError(
+        raise VisbricksError(
             f"need warmup >= 0, iters >= 1 and batch sizes >= 1; got "
             f"warmup={warmup}, iters={iters}, batches={batches}"
         )
