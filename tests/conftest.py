@@ -87,3 +87,18 @@ def train_tiny_run(tmp: Path) -> Path:
     ]
     assert main(["train", "classify-shapes", *args]) == 0
     return tmp / "runs" / "classify" / "classify-shapes"
+
+
+def preset_config(preset: str, root: Path, project: Path, *extra: str):
+    """A shipped preset on existing data at ``root``, writing runs under ``project``, without
+    plots or TensorBoard (the tests that check those turn them back on)."""
+    from visbricks.config import load_config
+
+    overrides = [
+        f"data.root={root}",
+        "data.synth=null",
+        f"project={project}",
+        "train.plots=false",
+        "train.tensorboard=false",
+    ]
+    return load_config(preset, [*overrides, *extra])

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from torch import nn
 
 from conftest import train_tiny_run
 from visbricks.cli import main
-from visbricks.deploy.benchmark import _percentile, benchmark
+from visbricks.deploy.benchmark import benchmark
 from visbricks.errors import VisbricksError
 
 
@@ -26,14 +25,6 @@ class _Sleeper(nn.Module):
     def forward(self, x):
         time.sleep(self.seconds)
         return self.conv(x)
-
-
-def test_percentile_matches_numpy():
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 7, 30):
-        values = rng.random(n).tolist()
-        for q in (0, 50, 90, 100):
-            assert _percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_latency_images_per_second_params_and_flops():

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 
+from conftest import preset_config
 from visbricks.cli import main
 from visbricks.config import load_config
 from visbricks.data.synth.shapes import write_detection
@@ -35,15 +36,7 @@ def _same_split_yaml(dataset: Path, name: str = "overfit.yaml") -> Path:
 
 
 def _config(root: Path, project: Path, *extra: str):
-    overrides = [
-        f"data.root={root}",
-        "data.synth=null",
-        f"project={project}",
-        "train.plots=false",
-        "train.tensorboard=false",
-        *extra,
-    ]
-    return load_config("detect-shapes", overrides)
+    return preset_config("detect-shapes", root, project, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from visbricks.config import load_config
+from conftest import preset_config
 from visbricks.data.synth.shapes import write_detection
 from visbricks.engine.trainer import Trainer
 from visbricks.errors import ConfigError
@@ -21,15 +21,7 @@ from visbricks.tasks.locate import LocateTask, largest_boxes
 
 
 def _config(root: Path, project: Path, *extra: str):
-    overrides = [
-        f"data.root={root}",
-        "data.synth=null",
-        f"project={project}",
-        "train.plots=false",
-        "train.tensorboard=false",
-        *extra,
-    ]
-    return load_config("locate-shapes", overrides)
+    return preset_config("locate-shapes", root, project, *extra)
 
 
 def test_largest_box_is_the_target() -> None:

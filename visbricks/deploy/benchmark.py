@@ -9,11 +9,11 @@ the clock sees the kernels, not their launch.
 from __future__ import annotations
 
 import resource
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,15 +56,6 @@ class BenchReport:
         return "\n".join(lines)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def _peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
@@ -105,9 +96,9 @@ def benchmark(
             if cuda:
                 torch.cuda.synchronize(device)
             times.append((time.perf_counter() - start) * 1000)
-        p50 = statistics.median(times)
+        p50, p90 = (float(v) for v in np.percentile(times, [50, 90]))
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-        rows.append(BenchRow(batch, p50, _percentile(times, 90), batch * 1000 / p50, peak))
+        rows.append(BenchRow(batch, p50, p90, batch * 1000 / p50, peak))
     flops = total_flops(model, torch.randn(1, in_channels, height, width, device=device))
     return BenchReport(
         device=str(device),

@@ -6,6 +6,7 @@ draw a batch; the Trainer knows none of these and drives any task.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,18 @@ class Task:
         channels, strides = backbone.out_channels, backbone.strides
         neck = None
         if m.neck:
-            neck = NECKS.build(m.neck, in_channels=channels, strides=strides)
+            # A neck is sized to the data (channels, levels), so model.neck_args reaches it;
+            # a wrong keyword is named here rather than as a TypeError from inside the class.
+            kwargs = dict(m.neck_args or {})
+            cls = NECKS.get(m.neck)
+            try:
+                inspect.signature(cls).bind(channels, strides, **kwargs)
+            except TypeError as e:
+                raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
+            neck = cls(channels, strides, **kwargs)
             channels, strides = neck.out_channels, neck.strides
+        elif m.neck_args:
+            raise ConfigError("model.neck_args is set but model.neck is null")
         model = VisionModel(backbone, self.build_head(channels, strides), neck)
         if load_pretrained:
             self.load_pretrained(model)

@@ -52,13 +52,11 @@ from ..metrics.detection_plots import (
     plot_pr_curves,
 )
 from ..metrics.voc import VOCResult, evaluate_voc
-from ..models.backbones import build_backbone
 from ..models.losses import BOX_LOSSES, CLS_LOSSES, SSDLoss
-from ..models.model import VisionModel
 from ..models.postprocess import ssd_postprocess
 from ..ops.anchors import AnchorGenerator, default_ssd_sizes
 from ..ops.box_coder import BoxCoder
-from ..registry import HEADS, NECKS, TASKS
+from ..registry import HEADS, TASKS
 from .base import DataBundle, Task
 
 # Batches are padded to a multiple of this: the total stride of every registered backbone, so
@@ -95,8 +93,14 @@ def loader_dataset(loader: Any, task: str) -> DetectionSet:
 class BoxTask(Task):
     """Data, letterboxing and drawing shared by the box tasks (``detect``, ``locate``)."""
 
+    head: str  # the one head whose outputs this task's loss and decoding understand
+
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
+        if cfg.model.head != self.head:
+            raise ConfigError(
+                f"model.head for {self.name} must be {self.head!r}, got {cfg.model.head!r}"
+            )
         self._sets: dict[str, DetectionSet] = {}
         self._eval_transform = None
         self.last_report: dict[str, Any] = {}
@@ -265,6 +269,7 @@ class BoxTask(Task):
 @TASKS.register("detect")
 class DetectTask(BoxTask):
     name = "detect"
+    head = "ssd"
     metric = "val/mAP50"
     metric_mode = "max"
 
@@ -277,8 +282,6 @@ class DetectTask(BoxTask):
         ):
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-        if cfg.model.head != "ssd":
-            raise ConfigError(f"model.head for detect must be 'ssd', got {cfg.model.head!r}")
         self.focal = loss.cls_loss == "focal"
         # The one coder the loss encodes with and inference decodes with.
         self.box_coder = BoxCoder(tuple(cfg.model.box_variances))
@@ -304,30 +307,6 @@ class DetectTask(BoxTask):
         return self._criterion
 
     # ---- model ------------------------------------------------------------------------------
-    def build_model(self, load_pretrained: bool = True) -> nn.Module:
-        # As Task.build_model, plus model.neck_args: an SSD's neck (channels, levels, extra
-        # levels) is sized to the data, so its keyword arguments are configurable here.
-        m = self.cfg.model
-        torch.manual_seed(self.cfg.seed)
-        backbone = build_backbone(m.backbone, in_channels=m.in_channels)
-        channels, strides = backbone.out_channels, backbone.strides
-        neck = None
-        if m.neck:
-            kwargs = dict(m.neck_args or {})
-            cls = NECKS.get(m.neck)
-            try:
-                inspect.signature(cls).bind(channels, strides, **kwargs)
-            except TypeError as e:
-                raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
-            neck = cls(channels, strides, **kwargs)
-            channels, strides = neck.out_channels, neck.strides
-        elif m.neck_args:
-            raise ConfigError("model.neck_args is set but model.neck is null")
-        model = VisionModel(backbone, self.build_head(channels, strides), neck)
-        if load_pretrained:
-            self.load_pretrained(model)
-        return model
-
     def anchor_generator(self, num_levels: int) -> AnchorGenerator:
         """Anchors of ``model.anchors`` for a model predicting from ``num_levels`` feature maps."""
         a = self.cfg.model.anchors

@@ -47,13 +47,12 @@ def largest_boxes(
 @TASKS.register("locate")
 class LocateTask(BoxTask):
     name = "locate"
+    head = "locate"
     metric = "val/iou"
     metric_mode = "max"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        if cfg.model.head != "locate":
-            raise ConfigError(f"model.head for locate must be 'locate', got {cfg.model.head!r}")
         if cfg.loss.cls_weight < 0:
             raise ConfigError(f"loss.cls_weight must be >= 0, got {cfg.loss.cls_weight}")
 
