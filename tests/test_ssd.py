@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
 from visbricks.errors import ConfigError, DataError
+from visbricks.models.blocks import output_conv
 from visbricks.models.heads.ssd import SSDHead
 from visbricks.models.losses import SSDLoss, hard_negative_mask
 from visbricks.models.necks import FPN, SSDExtras
@@ -126,7 +127,8 @@ def _probe_head() -> tuple[SSDHead, list[torch.Tensor]]:
     head = SSDHead([2, 2], num_classes=1, anchor_generator=gen, strides=LEVEL_STRIDES)
     with torch.no_grad():
         for level, (cls_conv, box_conv) in enumerate(zip(head.cls_convs, head.box_convs)):
-            for conv, per_slot in ((cls_conv, 2), (box_conv, 4)):
+            for block, per_slot in ((cls_conv, 2), (box_conv, 4)):
+                conv = output_conv(block)  # the predictor block's conv
                 conv.weight.zero_()
                 conv.bias.zero_()
                 for slot in range(conv.out_channels // per_slot):
@@ -467,7 +469,9 @@ def test_tiny_ssd_overfits_synthetic_shapes(neck_name: str, cls_loss: str, box_l
         default_ssd_sizes((IMG_H, IMG_W), levels, 0.2, 0.6), [[1.0, 2.0, 0.5]] * levels
     )
     focal = cls_loss == "focal"
-    head = SSDHead(neck.out_channels, len(CLASSES), anchors, strides=neck.strides, focal=focal)
+    head = SSDHead(
+        neck.out_channels, neck.strides, len(CLASSES), anchors, focal=focal
+    )
     model = nn.ModuleList([backbone, neck, head])
     coder = BoxCoder()
     criterion = SSDLoss(len(CLASSES), coder, cls_loss=cls_loss, box_loss=box_loss)

@@ -48,5 +48,6 @@ class Registry:
 BACKBONES = Registry("backbone")
 NECKS = Registry("neck")
 HEADS = Registry("head")
+BLOCKS = Registry("block")
 DATASETS = Registry("dataset format")
 TASKS = Registry("task")

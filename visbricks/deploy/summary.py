@@ -1,5 +1,6 @@
-"""``visbricks summary``: per-layer output shapes, parameters, FLOPs, and the receptive field and
-stride of every feature level the backbone hands to the neck/head."""
+"""``visbricks summary``: per-layer output shapes, parameters, FLOPs and receptive field (of the
+centre cell of each output map, probed on an ``rf_size`` square image), and the receptive field
+and stride of every feature level the backbone hands to the neck/head."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..models.blocks import CONV_TYPES, DeformableConv2d
 
 
 @dataclass
@@ -90,29 +93,30 @@ def total_flops(model: nn.Module, images: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def receptive_fields(backbone: nn.Module, in_channels: int = 3, size: int = 512) -> list[LevelInfo]:
-    """Measure each level's receptive field: the input pixels with a non-zero gradient for the
-    centre cell of that level.
-
-    The probe is a float64 copy in which every convolution averages (weights 1/fan-in), norms are
-    identities and max-pools are average pools, fed a small positive image: every path then
-    carries a strictly positive gradient and nothing saturates, so the support of the gradient is
-    exactly the receptive field, for any topology (residuals, dense blocks, SE).
-    """
-    probe = copy.deepcopy(backbone).double().eval()
+def _probe(model: nn.Module) -> nn.Module:
+    """A float64 copy in which every convolution averages (weights 1/fan-in), norms are
+    identities, max-pools are average pools and deformable offsets are zero (the regular
+    grid): fed a small positive image, every path then carries a strictly positive gradient and
+    nothing saturates, so the support of a cell's gradient is exactly its receptive field, for
+    any topology (residuals, dense blocks, SE, ASPP's image pooling: the whole image)."""
+    probe = copy.deepcopy(model).double().eval()
     for name, module in list(probe.named_modules()):
+        parent = probe.get_submodule(name.rpartition(".")[0]) if "." in name else probe
         if isinstance(module, nn.MaxPool2d):
-            parent = probe.get_submodule(name.rpartition(".")[0]) if "." in name else probe
             setattr(
                 parent,
                 name.rpartition(".")[2],
                 nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode),
             )
+        elif isinstance(module, nn.GroupNorm):
+            # Normalising a near-constant map divides by ~0; the norm moves no pixel anyway.
+            setattr(parent, name.rpartition(".")[2], nn.Identity())
+    offsets = {id(m.offset) for m in probe.modules() if isinstance(m, DeformableConv2d)}
     with torch.no_grad():
         for module in probe.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, CONV_TYPES):
                 fan_in = module.weight[0].numel()
-                module.weight.fill_(1.0 / fan_in)
+                module.weight.fill_(0.0 if id(module) in offsets else 1.0 / fan_in)
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -125,23 +129,78 @@ def receptive_fields(backbone: nn.Module, in_channels: int = 3, size: int = 512)
                 module.weight.fill_(1.0 / module.in_features)
                 if module.bias is not None:
                     module.bias.fill_(0.0)
+    return probe
+
+
+def _field(x: torch.Tensor, f: torch.Tensor, retain: bool, size: int) -> tuple[int, int, bool]:
+    """(stride, receptive field, clipped) of the centre cell of ``f`` (1, C, h, w)."""
+    if x.grad is not None:
+        x.grad = None
+    h, w = f.shape[-2:]
+    f[0, :, h // 2, w // 2].sum().backward(retain_graph=retain)
+    support = x.grad[0].abs().sum(0) > 0
+    rows = torch.nonzero(support.any(1)).flatten()
+    cols = torch.nonzero(support.any(0)).flatten()
+    extent = int(max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1))
+    clipped = bool(
+        rows.min() == 0 or cols.min() == 0 or rows.max() == size - 1 or cols.max() == size - 1
+    )
+    return max(size // h, 1), extent, clipped
+
+
+def receptive_fields(backbone: nn.Module, in_channels: int = 3, size: int = 512) -> list[LevelInfo]:
+    """Measure each level's receptive field: the input pixels with a non-zero gradient for the
+    centre cell of that level (on the probe copy of :func:`_probe`)."""
+    probe = _probe(backbone)
     x = torch.full((1, in_channels, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
     feats = probe(x)
     out = []
     for level, f in enumerate(feats):
-        if x.grad is not None:
-            x.grad = None
-        h, w = f.shape[-2:]
-        f[0, :, h // 2, w // 2].sum().backward(retain_graph=level + 1 < len(feats))
-        support = x.grad[0].abs().sum(0) > 0
-        rows = torch.nonzero(support.any(1)).flatten()
-        cols = torch.nonzero(support.any(0)).flatten()
-        extent = int(max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1))
-        clipped = bool(
-            rows.min() == 0 or cols.min() == 0 or rows.max() == size - 1 or cols.max() == size - 1
-        )
-        out.append(LevelInfo(size // h, f.shape[1], extent, clipped))
+        stride, extent, clipped = _field(x, f, level + 1 < len(feats), size)
+        out.append(LevelInfo(stride, f.shape[1], extent, clipped))
     return out
+
+
+def layer_receptive_fields(
+    model: nn.Module, names: list[str], in_channels: int = 3, size: int = 512
+) -> dict[str, list[tuple[int, bool]]]:
+    """Per named module, the receptive field (pixels, clipped) of the centre cell of each 4-D
+    map it outputs (a tensor, or each of a list of them), measured like
+    :func:`receptive_fields`; modules without spatial outputs (flattened head outputs) get []."""
+    probe = _probe(model)
+    captured: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+
+    def maps(out) -> list[torch.Tensor]:
+        if isinstance(out, torch.Tensor):
+            return [out] if out.ndim == 4 else []
+        if isinstance(out, (list, tuple)):
+            return [t for o in out for t in maps(o)]
+        return []
+
+    for name in names:
+        module = probe.get_submodule(name)
+        hooks.append(
+            module.register_forward_hook(
+                lambda m, i, o, name=name: captured.__setitem__(name, maps(o))
+            )
+        )
+    x = torch.full((1, in_channels, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
+    try:
+        probe(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    result: dict[str, list[tuple[int, bool]]] = {}
+    for name in names:
+        fields = []
+        for f in captured.get(name, []):
+            if not f.requires_grad:
+                continue
+            _, extent, clipped = _field(x, f, True, size)
+            fields.append((extent, clipped))
+        result[name] = fields
+    return result
 
 
 def summarize(
@@ -152,9 +211,20 @@ def summarize(
     rf_size: int = 512,
 ) -> str:
     images = torch.zeros(1, in_channels, *img_size)
-    lines = [f"{'layer':<36} {'type':<20} {'output (C x H x W)':<40} {'params':>11} {'FLOPs':>14}"]
-    for name, kind, shape, params, flops in layer_table(model, images, depth):
-        lines.append(f"{name:<36} {kind[:20]:<20} {shape:<40} {params:>11,} {flops:>14,}")
+    table = layer_table(model, images, depth)
+    fields = layer_receptive_fields(model, [row[0] for row in table], in_channels, rf_size)
+
+    def rf(name: str) -> str:
+        return "/".join(f"≥{e}" if c else str(e) for e, c in fields[name]) or "-"
+
+    lines = [
+        f"{'layer':<36} {'type':<20} {'output (C x H x W)':<40} {'params':>11} {'FLOPs':>14}"
+        f"  receptive field"
+    ]
+    for name, kind, shape, params, flops in table:
+        lines.append(
+            f"{name:<36} {kind[:20]:<20} {shape:<40} {params:>11,} {flops:>14,}  {rf(name)}"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops = total_flops(model, images)

@@ -12,36 +12,28 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import HEADS
 from .backbones import build_backbone
-
-
-class ConvBlock(nn.Module):
-    """Reflection-padded 3x3 conv + ELU, as in Monodepth2's decoder: reflection padding avoids
-    the dark border zero padding leaves in the disparity."""
-
-    def __init__(self, in_channels: int, out_channels: int, activation: bool = True) -> None:
-        super().__init__()
-        self.pad = nn.ReflectionPad2d(1)
-        self.conv = nn.Conv2d(in_channels, out_channels, 3)
-        self.act = nn.ELU(inplace=True) if activation else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv(self.pad(x)))
+from .blocks import output_conv
+from .decoders import UNetDecoder
+from .heads import build_head
 
 
 @HEADS.register("depth_decoder")
 class DepthDecoder(nn.Module):
     """U-Net decoder from encoder features (strides 4..32) to disparity at strides 1, 2, 4, 8.
 
-    Each level upsamples by 2 (nearest) and concatenates the encoder feature of that stride when
-    there is one. ``("disp", s)`` is a sigmoid in [0, 1] at 1/2**s of the input size; the task
-    maps it to depth in [min_depth, max_depth]. ``init_disp`` is the sigmoid's starting value
-    (through the output bias).
+    The decoder is the generic :class:`~visbricks.models.decoders.UNetDecoder`: each level
+    upsamples by 2 (nearest) and concatenates the encoder feature of that stride when there is
+    one; its convs are Monodepth2's reflection-padded 3x3 conv + ELU (reflection padding avoids
+    the dark border zero padding leaves in the disparity): ``block: conv`` with
+    ``block_args: {padding_mode: reflect, activation: elu, norm: none}``, which ``block`` /
+    ``block_args`` / ``attention`` / ``upsample`` change. ``("disp", s)`` is a sigmoid in
+    [0, 1] at 1/2**s of the input size; the task maps it to depth in [min_depth, max_depth].
+    ``init_disp`` is the sigmoid's starting value (through the output bias).
 
     With ``fixed_scale`` every output is rescaled so that its per-image mean is ``init_disp``
     (clamped at 1). Monocular depth has no observable scale, and trained from scratch that free
@@ -62,6 +54,10 @@ class DepthDecoder(nn.Module):
         channels: tuple[int, ...] = (16, 32, 64, 128, 256),
         init_disp: float = 0.5,
         fixed_scale: bool = False,
+        block: str = "conv",
+        block_args: dict | None = None,
+        attention: str | None = None,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         self.init_disp = init_disp
@@ -75,40 +71,33 @@ class DepthDecoder(nn.Module):
         if not 1 <= scales <= len(channels):
             raise ConfigError(f"depth decoder scales must be in 1..{len(channels)}, got {scales}")
         self.scales = scales
-        self.skip_index = {s: i for i, s in enumerate(strides[:-1])}
-        self.up = nn.ModuleList()
-        self.fuse = nn.ModuleList()
-        self.disp = nn.ModuleDict()
-        prev = in_channels[-1]
-        for level in range(len(channels) - 1, -1, -1):  # stride 2**level after upsampling
-            self.up.append(ConvBlock(prev, channels[level]))
-            skip = self.skip_index.get(2**level)
-            skip_ch = in_channels[skip] if skip is not None else 0
-            self.fuse.append(ConvBlock(channels[level] + skip_ch, channels[level]))
-            if level < scales:
-                head = ConvBlock(channels[level], 1, activation=False)
-                nn.init.constant_(head.conv.bias, self.init_logit)
-                self.disp[str(level)] = head
-            prev = channels[level]
-        self.levels = list(range(len(channels) - 1, -1, -1))
+        options = {"padding_mode": "reflect", "activation": "elu", "norm": "none"}
+        self.decoder = UNetDecoder(
+            in_channels,
+            strides,
+            list(channels),
+            [2**level for level in range(scales)],
+            block=block,
+            upsample=upsample,
+            block_args={**options, **(block_args or {})},
+            attention=attention,
+            predict_channels=1,
+        )
+        for conv in self.decoder.predict.values():
+            nn.init.constant_(output_conv(conv).bias, self.init_logit)
 
     def forward(self, features: list[Tensor]) -> dict:
         outputs = {}
-        x = features[-1]
-        for level, up, fuse in zip(self.levels, self.up, self.fuse):
-            x = F.interpolate(up(x), scale_factor=2, mode="nearest")
-            skip = self.skip_index.get(2**level)
-            if skip is not None:
-                x = torch.cat([x, features[skip]], 1)
-            x = fuse(x)
-            if str(level) in self.disp:
-                disp = torch.sigmoid(self.disp[str(level)](x))
-                if self.fixed_scale:
-                    # The floor keeps the division's gradient (~1 / mean**2) finite when all of
-                    # a coarse scale's disparities collapse towards 0 (NaN gradients otherwise).
-                    mean = disp.mean((2, 3), keepdim=True).clamp(min=1e-4)
-                    disp = (disp * (self.init_disp / mean)).clamp(max=1)
-                outputs[("disp", level)] = disp
+        disps = self.decoder(features)
+        # Coarsest first, the order the scales were always listed in.
+        for stride, logit in reversed(list(zip(self.decoder.strides, disps))):
+            disp = torch.sigmoid(logit)
+            if self.fixed_scale:
+                # The floor keeps the division's gradient (~1 / mean**2) finite when all of
+                # a coarse scale's disparities collapse towards 0 (NaN gradients otherwise).
+                mean = disp.mean((2, 3), keepdim=True).clamp(min=1e-4)
+                disp = (disp * (self.init_disp / mean)).clamp(max=1)
+            outputs[("disp", int(math.log2(stride)))] = disp
         return outputs
 
 
@@ -151,6 +140,7 @@ class DepthModel(nn.Module):
         min_depth: float = 0.1,
         max_depth: float = 100.0,
         fixed_scale: bool = False,
+        head_args: dict | None = None,
     ) -> None:
         super().__init__()
         self.depth_encoder = build_backbone(backbone, in_channels=in_channels)
@@ -159,11 +149,12 @@ class DepthModel(nn.Module):
         # and farther. With fixed_scale this is also where each image's mean disparity stays.
         start = 1 / math.sqrt(min_depth * max_depth)
         init_disp = (start - 1 / max_depth) / (1 / min_depth - 1 / max_depth)
-        self.depth_decoder = HEADS.build(
+        self.depth_decoder = build_head(
             head,
-            list(self.depth_encoder.out_channels),
-            list(self.depth_encoder.strides),
-            scales,
+            self.depth_encoder.out_channels,
+            self.depth_encoder.strides,
+            head_args,
+            scales=scales,
             init_disp=init_disp,
             fixed_scale=fixed_scale,
         )

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import NECKS
+from ..registry import BLOCKS, NECKS
+from .blocks import block_spec, build_block, build_upsample, init_convs, is_upsampling
 
 
 def _check_levels(
@@ -56,6 +57,10 @@ class FPN(nn.Module):
     path adding nearest-upsampled coarser maps, and a 3x3 conv on each sum to undo upsampling
     aliasing. ``extra_levels`` stride-2 3x3 convs on top of the coarsest output (P6, P7 ...) give
     large objects a feature map whose cells see the whole object.
+
+    ``block`` (+ ``block_args``, ``attention``) builds the 3x3 output and extra convs (bare by
+    default, as in the paper); ``upsample`` is nearest or a learned x2 block (``up_bilinear``,
+    ``up_transposed``) for the top-down path.
     """
 
     def __init__(
@@ -65,36 +70,53 @@ class FPN(nn.Module):
         out_channels: int = 128,
         levels: Sequence[int] = (1, 2, 3),
         extra_levels: int = 1,
+        block: str = "conv",
+        block_args: dict | None = None,
+        attention: str | None = None,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
         self.levels = _check_levels(in_channels, strides, levels, extra_levels)
         self.in_channels = list(in_channels)
+        _check_block(block, upsample)
+        # The paper's convs are bare (no norm, no activation): the defaults under block_args.
+        make = block_spec(block, block_args, attention, norm="none", activation="none")
+        # Laterals are channel projections: plain 1x1 convs whatever ``block`` is.
         self.lateral = nn.ModuleList(
-            nn.Conv2d(in_channels[lv], out_channels, 1) for lv in self.levels
+            build_block(
+                "conv", in_channels[lv], out_channels, kernel_size=1, norm="none", activation="none"
+            )
+            for lv in self.levels
         )
-        self.output = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in self.levels
-        )
+        self.output = nn.ModuleList(make(out_channels, out_channels) for _ in self.levels)
         self.extra = nn.ModuleList(
-            nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-            for _ in range(extra_levels)
+            make(out_channels, out_channels, stride=2) for _ in range(extra_levels)
+        )
+        self.up = (
+            nn.ModuleList(
+                build_upsample(
+                    upsample, out_channels, out_channels, block_args, norm="none", activation="none"
+                )
+                for _ in self.levels[1:]
+            )
+            if upsample != "nearest"
+            else None
         )
         top = strides[self.levels[-1]]
         self.strides = [int(strides[lv]) for lv in self.levels]
         self.strides += [int(top * 2 ** (i + 1)) for i in range(extra_levels)]
         self.out_channels = [out_channels] * len(self.strides)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
+        for conv in init_convs(self):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         _check_inputs(feats, self.in_channels, "FPN")
         laterals = [conv(feats[lv]) for conv, lv in zip(self.lateral, self.levels)]
         for i in range(len(laterals) - 2, -1, -1):
-            # size= rather than scale_factor=2: odd input sizes make the finer map one pixel larger.
-            up = F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
-            laterals[i] = laterals[i] + up
+            up = laterals[i + 1] if self.up is None else self.up[i](laterals[i + 1])
+            laterals[i] = laterals[i] + _resize(up, laterals[i])
         outs = [conv(x) for conv, x in zip(self.output, laterals)]
         x = outs[-1]
         for i, conv in enumerate(self.extra):
@@ -104,12 +126,20 @@ class FPN(nn.Module):
         return outs
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def _check_block(block: str, upsample: str) -> None:
+    BLOCKS.get(block)  # an unknown name is named before anything is built
+    if upsample != "nearest" and not is_upsampling(upsample):
+        raise ConfigError(
+            f"upsample must be nearest or an upsampling block "
+            f"({', '.join(n for n in BLOCKS.names() if is_upsampling(n))}), got {upsample!r}"
+        )
+
+
+def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # size= rather than scale_factor=2: odd input sizes make the finer map one pixel larger.
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
 
 @NECKS.register("ssd_extras")
@@ -117,6 +147,7 @@ class SSDExtras(nn.Module):
     """The original SSD's "extra feature layers" (Liu et al. 2016): the chosen backbone maps are
     passed through unchanged, then ``extra_levels`` blocks of 1x1 (``channels // 2``) + 3x3
     stride-2 (``channels``) convs, each with BatchNorm + ReLU, halve the resolution each time.
+    ``block`` (+ ``block_args``, ``attention``) replaces the stride-2 conv; the 1x1 stays a conv.
     """
 
     def __init__(
@@ -126,17 +157,23 @@ class SSDExtras(nn.Module):
         levels: Sequence[int] = (2, 3),
         extra_levels: int = 2,
         channels: int = 128,
+        block: str = "conv",
+        block_args: dict | None = None,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.levels = _check_levels(in_channels, strides, levels, extra_levels)
         self.in_channels = list(in_channels)
+        _check_block(block, "nearest")
+        make = block_spec(block, block_args, attention)
         blocks = []
         cin = in_channels[self.levels[-1]]
+        hidden = max(channels // 2, 1)
         for _ in range(extra_levels):
             blocks.append(
                 nn.Sequential(
-                    _conv_bn_relu(cin, max(channels // 2, 1), 1),
-                    _conv_bn_relu(max(channels // 2, 1), channels, 3, stride=2),
+                    build_block("conv", cin, hidden, kernel_size=1),
+                    make(hidden, channels, stride=2),
                 )
             )
             cin = channels

@@ -12,7 +12,15 @@ from ...registry import HEADS
 class LinearHead(nn.Module):
     """Logits for C classes (softmax for ``classify``, sigmoid per class for ``multilabel``)."""
 
-    def __init__(self, in_channels: list[int], num_classes: int, dropout: float = 0.0) -> None:
+    outputs = ("logits",)
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        strides: list[int] | None = None,
+        num_classes: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)

@@ -10,6 +10,7 @@ from torchvision.ops import box_convert
 
 from ...errors import ConfigError
 from ...registry import HEADS
+from ..blocks import block_spec
 
 
 @HEADS.register("locate")
@@ -21,16 +22,25 @@ class LocateHead(nn.Module):
     box branch keeps a ``pool x pool`` grid of a 1x1-reduced map and regresses from it. Its four
     outputs are ``(cx, cy, w, h)`` passed through a sigmoid and scaled by the input width/height,
     so a box is never inverted and its centre always lies in the image.
+
+    The reduction is a ``block`` (+ ``block_args``, ``attention``): by default a 1x1 ``conv``
+    (+ BatchNorm + ReLU); e.g. ``block: deformable, block_args: {kernel_size: 3}``.
     """
+
+    outputs = ("boxes", "logits")
 
     def __init__(
         self,
         in_channels: Sequence[int],
-        num_classes: int,
+        strides: Sequence[int] | None = None,
+        num_classes: int = 1,
         hidden: int = 256,
         pool: int = 4,
         dropout: float = 0.0,
         reduced: int = 64,
+        block: str = "conv",
+        block_args: dict | None = None,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -44,10 +54,9 @@ class LocateHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         # Named ``fc`` like LinearHead's, so ImageNet classifier files are reported against it.
         self.fc = nn.Linear(channels, num_classes)
+        make = block_spec(block, block_args, attention, kernel_size=1)
         self.box_branch = nn.Sequential(
-            nn.Conv2d(channels, reduced, 1, bias=False),
-            nn.BatchNorm2d(reduced),
-            nn.ReLU(inplace=True),
+            make(channels, reduced),
             nn.AdaptiveAvgPool2d(pool),
             nn.Flatten(1),
             nn.Linear(reduced * pool * pool, hidden),

@@ -15,6 +15,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...ops.anchors import AnchorGenerator
 from ...registry import HEADS
+from ..blocks import block_spec, init_convs, output_conv
 
 
 def softmax_background_bias(num_classes: int, prior_prob: float) -> float:
@@ -43,22 +44,32 @@ class SSDHead(nn.Module):
     ``strides``, each level's stride is taken as the power of two nearest image / feature size);
     the anchor generator must have one level per feature map. ``focal=True`` initialises the
     class biases for a sigmoid/focal loss (column 0 is then unused) instead of a softmax.
+
+    Each predictor is a ``block`` (+ ``block_args``, ``attention``), bare by default (no norm,
+    no activation): ``conv`` is the original SSD's 3x3 conv, ``dwsep`` SSDLite's head.
     """
+
+    outputs = ("cls_logits", "box_deltas", "anchors")
 
     def __init__(
         self,
         in_channels: Sequence[int],
-        num_classes: int,
-        anchor_generator: AnchorGenerator,
-        prior_prob: float = 0.01,
         strides: Sequence[int] | None = None,
+        num_classes: int = 1,
+        anchor_generator: AnchorGenerator | None = None,
+        prior_prob: float = 0.01,
         focal: bool = False,
+        block: str = "conv",
+        block_args: dict | None = None,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
         if not 0.0 < prior_prob < 1.0:
             raise ConfigError(f"prior_prob must be in (0, 1), got {prior_prob}")
+        if anchor_generator is None:
+            raise ConfigError("the SSD head needs an anchor_generator (the detect task gives it)")
         if len(in_channels) != anchor_generator.num_levels:
             raise ConfigError(
                 f"SSD head gets {len(in_channels)} feature maps but the anchor generator has "
@@ -71,20 +82,24 @@ class SSDHead(nn.Module):
         self.strides = list(strides) if strides is not None else None
         self.focal = focal
         ks = anchor_generator.num_anchors_per_location()
+        make = block_spec(block, block_args, attention, norm="none", activation="none")
         self.cls_convs = nn.ModuleList(
-            nn.Conv2d(c, k * (num_classes + 1), 3, padding=1) for c, k in zip(in_channels, ks)
+            make(c, k * (num_classes + 1)) for c, k in zip(in_channels, ks)
         )
-        self.box_convs = nn.ModuleList(
-            nn.Conv2d(c, k * 4, 3, padding=1) for c, k in zip(in_channels, ks)
-        )
+        self.box_convs = nn.ModuleList(make(c, k * 4) for c, k in zip(in_channels, ks))
         self._init_weights(prior_prob)
 
     def _init_weights(self, prior_prob: float) -> None:
-        for conv in [*self.cls_convs, *self.box_convs]:
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        for block in [*self.cls_convs, *self.box_convs]:
+            for conv in init_convs(block):
+                nn.init.normal_(conv.weight, std=0.01)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
         c1 = self.num_classes + 1
-        for conv in self.cls_convs:
+        for block in self.cls_convs:
+            conv = output_conv(block)
+            if conv.bias is None:  # block_args gave the predictor a norm: no conv bias to set
+                continue
             bias = conv.bias.data.view(-1, c1)  # (k, C + 1)
             if self.focal:
                 bias[:, 1:] = sigmoid_prior_bias(prior_prob)
