@@ -46,7 +46,7 @@ def broken(tmp_path: Path) -> Path:
         "corrupt": xml("corrupt.jpg", [("cat", box)]),
         "missing": xml("missing.jpg", [("cat", box)]),
         "outside": xml("outside.png", [("cat", (11, 11, 100, 30))]),
-        "zero": xml("zero.png", [("cat", (11, 11, 10, 30)), ("dog", box)]),
+        "zero": xml("zero.png", [("cat", (11, 11, 11, 30)), ("dog", box)]),  # xmin == xmax
         "inverted": xml("inverted.png", [("dog", (31, 31, 10, 10))]),
         "unknown": xml("unknown.png", [("zebra", box), ("cat", box)]),
         "escape": xml("../../outside.jpg", [("cat", box)]),
@@ -103,6 +103,9 @@ def test_strict_raises_at_the_first_problem_naming_the_file(broken: Path) -> Non
     root = broken.parent
     for stem in ("escape", "missing", "outside", "zero", "inverted", "unknown", "twice"):
         (root / "Annotations" / f"{stem}.xml").unlink()
+    # (a wrong <size> is found when reading, before decoding: give resized its real size)
+    fixed = xml("resized.png", [("cat", (11, 11, 30, 30))])
+    (root / "Annotations" / "resized.xml").write_text(fixed)
     with pytest.raises(DataError, match="corrupt.jpg"):
         check_dataset(broken, strict=True)
 

@@ -3,7 +3,12 @@
 Problems come from two places: the format readers (missing or escaping image paths, bad or
 unknown-class objects, duplicates, boxes repaired by the shared policy: inverted boxes are
 swapped, boxes outside the image clipped, zero-area ones dropped) and this module (images that
-do not decode, images whose real size differs from the annotation, images in two splits).
+do not decode, images whose real size differs from the annotation, images in two splits,
+duplicate boxes, tiny boxes (reported, kept), image files no annotation mentions).
+
+Zero or negative box sizes are judged on the corners *as written*, before a format's coordinate
+convention (VOC's 1-based inclusive corners) is applied. ``fix_dataset`` writes a cleaned copy in
+the same format; the source is never modified.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
-from ..errors import DataError
-from .formats import dataset_splits, detect_format, load_data_yaml, read_dataset
-from .io import check_image, image_size, read_image
-from .records import DetectionSet
+from ..errors import ConfigError, DataError
+from .formats import find_format
+from .io import check_image, image_size, is_image_file, read_image
+from .records import DetectionSet, ImageRecord
 
 STATS_IMAGES = 500  # mean/std from at most this many images: a few hundred pin them to ~1e-3
+TINY_BOX_PX = 2.0  # a box narrower or lower than this is reported (and kept): likely a slip
+DUPLICATE_IOU = 0.95  # two boxes of one class overlapping this much are one object twice
 
 
 @dataclass
@@ -38,6 +47,8 @@ class CheckReport:
     classes: list[str]
     splits: dict[str, SplitStats] = field(default_factory=dict)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (split, file, reason)
+    # Reported but not wrong (tiny boxes): listed, kept, and not counted against ``ok``.
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
     mean: tuple[float, ...] | None = None  # RGB on 0..1
     std: tuple[float, ...] | None = None
     stats_images: int = 0  # how many images mean/std were computed on
@@ -71,6 +82,9 @@ class CheckReport:
                 f"mean [{mean}]  std [{std}]",
             ]
         lines.append("")
+        if self.notes:
+            lines.append(f"{len(self.notes)} note{'s' * (len(self.notes) != 1)} (kept):")
+            lines += [f"  [{split}] {file}: {reason}" for split, file, reason in self.notes]
         if self.ok:
             lines.append("no problems found")
         else:
@@ -86,22 +100,86 @@ def check_dataset(
     stats_images: int = STATS_IMAGES,
     seed: int = 0,
 ) -> CheckReport:
-    """Read every split of a data YAML (or COCO JSON, VOC or YOLO root) and report on it.
+    """Read every split of a data YAML (or annotation file, or dataset folder) and report on it.
 
-    ``strict=True`` raises a DataError naming the file at the first problem instead.
+    The format is auto-detected through the format registry. ``strict=True`` raises a
+    DataError naming the file at the first problem instead.
     """
     path = Path(data_yaml_or_path)
-    kind = detect_format(path)
-    if kind == "yaml":
-        kind = load_data_yaml(path / "data.yaml" if path.is_dir() else path).format
+    if _is_lane_dataset(path):
+        from .lanes import check_lane_dataset  # lanes: point counts, image bounds, row order
+
+        return check_lane_dataset(path, strict=strict)  # type: ignore[return-value]
+    if _is_mask_dataset(path):
+        from .segmentation import check_mask_dataset  # mask sizes, label ranges, missing masks
+
+        return check_mask_dataset(path, strict=strict)  # type: ignore[return-value]
+    report, sets = _read_all(path, strict)
+    for name, ds in sets.items():
+        for record in ds.records:
+            for reason in _duplicate_boxes(record, ds.classes):
+                _problem(report, strict, name, record.file, reason)
+            report.notes += [(name, record.file, r) for r in _tiny_boxes(record, ds.classes)]
+    _scan_images(report, sets, strict, stats_images, seed)
+    _unannotated(report, sets, strict)
+    return report
+
+
+def _is_lane_dataset(path: Path) -> bool:
+    from .formats import find_format
+
+    try:
+        find_format(path, "lanes")
+    except DataError:
+        return False
+    return True
+
+
+def _is_mask_dataset(path: Path) -> bool:
+    try:
+        return find_format(path).kind == "segmentation"
+    except (DataError, ConfigError):
+        return False
+
+
+def fix_dataset(data_yaml_or_path: str | Path, out_dir: str | Path) -> tuple[CheckReport, Path]:
+    """Check the dataset, then write a cleaned copy to ``out_dir`` in the same format.
+
+    The copy holds the boxes as the readers repaired them (clipped, swapped; zero-area and
+    unknown-class objects dropped), without duplicate boxes and without unreadable images;
+    tiny boxes are kept. Returns the report on the source and the copy's data YAML.
+    """
+    src, out = Path(data_yaml_or_path), Path(out_dir)
+    root = src.parent if src.is_file() else src
+    if out.resolve() == root.resolve() or out.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"--fix {out}: must be outside the dataset {root} (it is never edited)")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--fix {out}: folder exists and is not empty; choose a new folder")
+    report = check_dataset(src)
+    fmt = find_format(src, "detection")
+    unreadable = {(s, f) for s, f, r in report.problems if r.startswith("unreadable image")}
+    yaml_path = out / "data.yaml"
+    for split in fmt.splits(src):
+        name = split or "all"
+        ds = fmt.read(src, split=split)
+        records = [
+            _without_duplicates(r) for r in ds.records if (name, r.file) not in unreadable
+        ]
+        clean = DetectionSet(root=ds.root, classes=ds.classes, records=records)
+        yaml_path = fmt.write(clean, out, split=split or "train")
+    return report, yaml_path
+
+
+def _read_all(path: Path, strict: bool) -> tuple[CheckReport, dict[str, DetectionSet]]:
+    fmt = find_format(path, "detection")
     report: CheckReport | None = None
     seen: dict[Path, str] = {}
     sets: dict[str, DetectionSet] = {}
-    for split in dataset_splits(path):
+    for split in fmt.splits(path):
         name = split or "all"
-        ds = read_dataset(path, split=split, strict=strict)
+        ds = fmt.read(path, split=split, strict=strict)
         if report is None:
-            report = CheckReport(source=path, dataset_format=kind, classes=list(ds.classes))
+            report = CheckReport(source=path, dataset_format=fmt.name, classes=list(ds.classes))
         report.problems += [(name, f, reason) for f, reason in ds.problems]
         for record in ds.records:
             image = (ds.root / record.file).resolve()
@@ -112,10 +190,75 @@ def check_dataset(
             seen[image] = name
         report.splits[name] = _split_stats(ds)
         sets[name] = ds
-    assert report is not None  # dataset_splits always yields at least one split
+    assert report is not None  # splits() always yields at least one split
+    return report, sets
 
-    _scan_images(report, sets, strict, stats_images, seed)
-    return report
+
+def _duplicates(record: ImageRecord) -> list[tuple[int, int]]:
+    """(first, later) index pairs of same-class boxes overlapping at IoU >= DUPLICATE_IOU."""
+    if len(record.boxes) < 2:
+        return []
+    iou = box_iou(torch.from_numpy(record.boxes), torch.from_numpy(record.boxes)).numpy()
+    same = record.labels[:, None] == record.labels[None, :]
+    pairs = np.argwhere(np.triu((iou >= DUPLICATE_IOU) & same, k=1))
+    return [(int(i), int(j)) for i, j in pairs]
+
+
+def _without_duplicates(record: ImageRecord) -> ImageRecord:
+    drop = {j for _, j in _duplicates(record)}
+    keep = np.array([i not in drop for i in range(len(record.boxes))], dtype=bool)
+    return ImageRecord(
+        file=record.file,
+        width=record.width,
+        height=record.height,
+        boxes=record.boxes[keep],
+        labels=record.labels[keep],
+        difficult=record.difficult[keep],
+        iscrowd=record.iscrowd[keep],
+        segmentations=[s for s, k in zip(record.segmentations, keep) if k],
+        mask_file=record.mask_file,
+        image_id=record.image_id,
+    )
+
+
+def _duplicate_boxes(record: ImageRecord, classes: list[str]) -> list[str]:
+    reasons = []
+    for i, j in _duplicates(record):
+        box = ", ".join(f"{v:g}" for v in record.boxes[j])
+        reasons.append(
+            f"duplicate box: box {j} ({classes[record.labels[j]]} [{box}]) repeats box {i}"
+        )
+    return reasons
+
+
+def _tiny_boxes(record: ImageRecord, classes: list[str]) -> list[str]:
+    reasons = []
+    sizes = record.boxes[:, 2:] - record.boxes[:, :2]
+    for i in np.flatnonzero((sizes < TINY_BOX_PX).any(1)):
+        box = ", ".join(f"{v:g}" for v in record.boxes[i])
+        reasons.append(
+            f"tiny box: box {i} ({classes[record.labels[i]]} [{box}]) is "
+            f"{sizes[i, 0]:g}x{sizes[i, 1]:g} px (< {TINY_BOX_PX:g}); kept"
+        )
+    return reasons
+
+
+def _unannotated(report: CheckReport, sets: dict[str, DetectionSet], strict: bool) -> None:
+    """Image files in the folders the annotations point into that no annotation mentions."""
+    listed = {(ds.root / r.file).resolve() for ds in sets.values() for r in ds.records}
+    folders = {p.parent for p in listed}
+    first = next(iter(sets.values()))
+    # An annotated image the reader skipped (unreadable, bad annotation) is already reported
+    # under its annotation file, which names it: not an image without annotations.
+    mentioned = " ".join(f"{file} {reason}" for _, file, reason in report.problems)
+    for folder in sorted(folders):
+        for image in sorted(p for p in folder.iterdir() if is_image_file(p)):
+            if image.resolve() not in listed and image.name not in mentioned:
+                try:
+                    rel = image.resolve().relative_to(first.root.resolve()).as_posix()
+                except ValueError:
+                    rel = str(image)
+                _problem(report, strict, "-", rel, "image without annotations (not in any split)")
 
 
 def _scan_images(

@@ -32,7 +32,7 @@ from torchvision.transforms import v2
 
 from ..errors import DataError
 from ..ops.geometry import scale_intrinsics
-from .io import is_image_file, read_image, safe_join, warn_skipped
+from .io import DecodeCache, is_image_file, read_image, safe_join, warn_skipped
 from .normalize import normalize
 
 # Mirrors the x axis: a horizontally flipped sequence is the mirror image of the scene, so its
@@ -46,7 +46,11 @@ def read_split(path: str | Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     entries = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read split file {path}: {e}") from None
+    for line_no, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
@@ -65,11 +69,14 @@ def read_calib(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
         raise DataError(f"intrinsics file not found: {path}")
     try:
         calib = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(calib, dict) or not {"width", "height", "K"} <= set(calib):
         raise DataError(f"{path}: needs the keys width, height and K (3x3 for that resolution)")
-    K = np.asarray(calib["K"], dtype=np.float64)
+    try:
+        K = np.asarray(calib["K"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: K must be a 3x3 matrix of numbers, got {calib['K']!r}") from None
     width, height = calib["width"], calib["height"]
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise DataError(f"{path}: K must be a 3x3 matrix with positive focal lengths, got {K}")
@@ -159,7 +166,7 @@ class SequenceDataset(Dataset):
         with_depth: bool = False,
         with_pose: bool = False,
         strict: bool = False,
-        cache: bool = False,
+        cache: bool | int = False,
     ) -> None:
         self.root = Path(root)
         self.frame_ids = tuple(int(f) for f in frame_ids)
@@ -189,7 +196,7 @@ class SequenceDataset(Dataset):
         )
         self.with_depth = with_depth
         self.with_pose = with_pose
-        self._cache: dict[tuple[str, int], list[torch.Tensor]] | None = {} if cache else None
+        self._cache = DecodeCache(cache)  # (sequence, frame) → pyramid, up to a byte budget
 
         self.split_path = Path(split) if Path(split).is_absolute() else self.root / split
         self.sequences: dict[str, ImageSequence] = {}
@@ -253,22 +260,21 @@ class SequenceDataset(Dataset):
         """The frame at img_size / 2**s for every scale s, uint8 (3, h, w); cached if asked,
         so training re-reads nothing and resizes nothing after the first epoch."""
         key = (seq.name, index)
-        pyramid = self._cache.get(key) if self._cache is not None else None
-        if pyramid is None:
-            file = seq.frames[index]
-            pixels = read_image(file)
-            if pixels.shape[:2] != seq.size:
-                raise DataError(
-                    f"{file} is {pixels.shape[1]}x{pixels.shape[0]} but "
-                    f"{seq.folder / 'calib.yaml'} describes {seq.size[1]}x{seq.size[0]} images"
-                )
-            image = torch.from_numpy(pixels).permute(2, 0, 1).float()
-            pyramid = []
-            for size in self._sizes:
-                image = _resize(image, size)  # each scale from the one above it
-                pyramid.append(image.round().clamp(0, 255).to(torch.uint8))
-            if self._cache is not None:
-                self._cache[key] = pyramid
+        return self._cache.get(key, lambda: self._load_pyramid(seq, index))
+
+    def _load_pyramid(self, seq: ImageSequence, index: int) -> list[torch.Tensor]:
+        file = seq.frames[index]
+        pixels = read_image(file)
+        if pixels.shape[:2] != seq.size:
+            raise DataError(
+                f"{file} is {pixels.shape[1]}x{pixels.shape[0]} but "
+                f"{seq.folder / 'calib.yaml'} describes {seq.size[1]}x{seq.size[0]} images"
+            )
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float()
+        pyramid = []
+        for size in self._sizes:
+            image = _resize(image, size)  # each scale from the one above it
+            pyramid.append(image.round().clamp(0, 255).to(torch.uint8))
         return pyramid
 
     def _intrinsics(self, seq: ImageSequence, flip: bool) -> dict:

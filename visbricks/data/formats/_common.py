@@ -45,7 +45,7 @@ def read_class_file(path: Path) -> list[str]:
     """One class name per line (classes.txt, labelme's class_names.txt); blank lines skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read class list {path}: {e}") from None
     return drop_markers(line.strip() for line in lines if line.strip())
 
@@ -65,6 +65,8 @@ def repair_boxes(
     ``names`` says where each box is in ``file`` ("object 3", "line 7"); default "box i".
     Policy, in this order, each case logged against ``file`` with the corners as written:
     - non-finite coordinates: dropped;
+    - zero width or height *as written* (x2 == x1 or y2 == y1, judged before the offset, so a
+      VOC ``xmin == xmax`` is not mistaken for a 1-pixel box): dropped;
     - inverted (x2 < x1 or y2 < y1): the written corners are *swapped*, since tools that let
       a user drag from bottom-right to top-left store exactly this and the box itself is right
       (a VOC box written from pixel 31 back to pixel 10 still covers pixels 10..31);
@@ -82,8 +84,12 @@ def repair_boxes(
             log.add(file, f"{where} has non-finite coordinates; dropped")
             keep[i] = False
             continue
-        if b[2] < b[0] or b[3] < b[1]:
-            log.add(file, f"{where} is inverted (x2<x1 or y2<y1); corners swapped")
+        if c[2] == c[0] or c[3] == c[1]:
+            log.add(file, f"{where} has zero area (zero width or height as written); dropped")
+            keep[i] = False
+            continue
+        if c[2] < c[0] or c[3] < c[1]:
+            log.add(file, f"{where} has negative width or height (inverted); corners swapped")
             for lo, hi in ((0, 2), (1, 3)):
                 if b[hi] < b[lo]:
                     c[lo], c[hi] = c[hi], c[lo]

@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
+from ...registry import DATASETS
 from ..io import image_size, safe_join
 from ..records import DetectionSet, ImageRecord
+from ..rle import rle_area, to_rle
 from ._common import LABELME_MARKERS, ProblemLog, place_image, repair_boxes, unique_names
+from .base import SPLITS
+from .datayaml import DataSpec, DetectionFormat
 
 
 def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -82,8 +86,21 @@ def read_coco(
         record.iscrowd = np.array([a["iscrowd"] for a in kept], dtype=bool)
         record.difficult = np.array([a["difficult"] for a in kept], dtype=bool)
         record.segmentations = [a["segmentation"] for a in kept]
+        # For evaluation: the boxes as written (clipping is for training) and the file's areas.
+        record.annotated_boxes = np.array([a["box"] for a in kept], dtype=np.float64).reshape(
+            -1, 4
+        )
+        record.areas = np.array([a["area"] for a in kept], dtype=np.float64)
         records.append(record)
-    return DetectionSet(root=images_dir, classes=names, records=records, problems=log.items)
+    label_to_cat = {label: cid for cid, label in cat_to_label.items()}
+    category_ids = [label_to_cat.get(c) for c in range(len(names))]
+    return DetectionSet(
+        root=images_dir,
+        classes=names,
+        records=records,
+        problems=log.items,
+        category_ids=category_ids if None not in category_ids else None,
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -155,12 +172,20 @@ def _images(data: dict[str, Any], images_dir: Path, log: ProblemLog) -> dict[int
             width, height = int(im.get("width") or 0), int(im.get("height") or 0)
         except (TypeError, ValueError):
             width = height = 0  # unusable size fields: the image header is the truth
-        if width <= 0 or height <= 0:
-            try:
-                width, height = image_size(path)
-            except DataError as e:
+        try:
+            real = image_size(path)  # as decoded: EXIF orientation applied
+        except DataError as e:
+            if width <= 0 or height <= 0:
                 log.add(file_name, f"no width/height and unreadable image: {e}; skipped")
                 continue
+            real = (width, height)  # the decode check reports the image under its own name
+        if width > 0 and height > 0 and (width, height) != real:
+            log.add(
+                file_name,
+                f"width/height say {width}x{height} but the image is {real[0]}x{real[1]}; "
+                "using the image's size",
+            )
+        width, height = real
         rel = path.relative_to(images_dir.resolve()).as_posix()
         by_id[image_id] = ImageRecord(file=rel, width=width, height=height, image_id=image_id)
     return by_id
@@ -202,8 +227,18 @@ def _add_annotation(
             "iscrowd": bool(ann.get("iscrowd", 0)),
             "difficult": bool(ann.get("difficult", 0)),
             "segmentation": segmentation,
+            "area": _given_area(ann.get("area")),
         }
     )
+
+
+def _given_area(value: Any) -> float:
+    # COCOeval splits small/medium/large on the file's own area (the mask's, not the box's).
+    try:
+        area = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return area if np.isfinite(area) and area >= 0 else float("nan")
 
 
 def write_coco(
@@ -218,22 +253,13 @@ def write_coco(
     if len(set(ids)) != len(ids):  # ids are kept when they identify images, else renumbered
         ids = list(range(1, len(ds.records) + 1))
 
-    images, annotations = [], []
-    for record, name, image_id in zip(ds.records, names, ids):
+    for record, name in zip(ds.records, names):
         place_image(ds.root / record.file, out / images_rel / name, copy_images)
-        images.append(
-            {"id": image_id, "file_name": name, "width": record.width, "height": record.height}
-        )
-        for i in range(len(record.boxes)):
-            annotations.append(_annotation(record, i, image_id, len(annotations) + 1))
     payload = {
         "info": {"description": f"written by visbricks, split {split}"},
         "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(ds.classes)
-        ],
+        # Written as repaired (boxes clipped), with categories 1..C in class order.
+        **coco_dict(ds, ids, names, category_ids=list(range(1, len(ds.classes) + 1))),
     }
     path = out / json_rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,33 +267,201 @@ def write_coco(
     return {split: {"annotations": json_rel, "images": images_rel}}
 
 
-def _annotation(record: ImageRecord, i: int, image_id: int, ann_id: int) -> dict[str, Any]:
-    x1, y1, x2, y2 = (float(v) for v in record.boxes[i])
-    segmentation = record.segmentations[i]
-    if segmentation is None:
+def coco_category_ids(ds: DetectionSet) -> list[int]:
+    """The COCO ``category_id`` of each class: the dataset's own (a COCO file's ids, kept through
+    reading, converting and evaluation), else class id + 1."""
+    if ds.category_ids is None:
+        return list(range(1, len(ds.classes) + 1))
+    if len(ds.category_ids) != len(ds.classes):
+        raise DataError(f"{len(ds.category_ids)} category ids for {len(ds.classes)} classes")
+    return [int(c) for c in ds.category_ids]
+
+
+def coco_dict(
+    ds: DetectionSet,
+    image_ids: Sequence[int],
+    file_names: Sequence[str] | None = None,
+    category_ids: Sequence[int] | None = None,
+    as_annotated: bool = False,
+) -> dict[str, Any]:
+    """``images``, ``annotations`` and ``categories`` of a COCO file for ``ds``: the one
+    DetectionSet → COCO JSON conversion, used to write files and to build the evaluation's
+    ground truth. Annotation ids start at 1 (COCOeval reads 0 as "unmatched").
+
+    ``category_ids``: per class (default :func:`coco_category_ids`). ``as_annotated``: each
+    object as its file gave it (see :func:`coco_annotation`), for evaluation; otherwise as
+    repaired when read (boxes clipped to the image), for writing a dataset.
+    """
+    cats = list(category_ids) if category_ids is not None else coco_category_ids(ds)
+    names = file_names if file_names is not None else [r.file for r in ds.records]
+    images, annotations = [], []
+    for record, name, image_id in zip(ds.records, names, image_ids):
+        images.append(
+            {"id": image_id, "file_name": name, "width": record.width, "height": record.height}
+        )
+        bad = record.labels[(record.labels < 0) | (record.labels >= len(ds.classes))]
+        if bad.size:
+            raise DataError(
+                f"{record.file}: class id {int(bad[0])} outside 0..{len(ds.classes) - 1}"
+            )
+        for k in range(len(record.boxes)):
+            category = cats[int(record.labels[k])]
+            annotations.append(
+                coco_annotation(
+                    record, k, image_id, len(annotations) + 1, category, as_annotated
+                )
+            )
+    categories = [
+        {"id": c, "name": name, "supercategory": ""} for c, name in zip(cats, ds.classes)
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def coco_annotation(
+    record: ImageRecord,
+    k: int,
+    image_id: int,
+    ann_id: int,
+    category_id: int,
+    as_annotated: bool = False,
+) -> dict[str, Any]:
+    """Object ``k`` of ``record`` as a COCO annotation; ``area`` is the mask area of its
+    segmentation, else the box area.
+
+    ``as_annotated`` (evaluation): the box as the file wrote it (``annotated_boxes``, not the copy
+    clipped for training) and the file's own ``area`` when it gave one — what COCOeval's
+    small/medium/large split reads — so evaluating a COCO file gives its official numbers.
+    """
+    source = record.boxes
+    if as_annotated and record.annotated_boxes is not None:
+        source = record.annotated_boxes
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(source, dtype=np.float64)[k])
+    segmentation = record.segmentations[k]
+    if as_annotated and record.areas is not None and np.isfinite(record.areas[k]):
+        area = float(record.areas[k])
+    elif segmentation is None or (isinstance(segmentation, list) and not segmentation):
         area = (x2 - x1) * (y2 - y1)
-        segmentation = []
     else:
-        area = float(mask_utils.area(_as_rle(segmentation, record.height, record.width)))
-        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), bytes):
-            segmentation = {**segmentation, "counts": segmentation["counts"].decode("ascii")}
+        try:
+            area = rle_area(segmentation, record.height, record.width)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            raise DataError(
+                f"{record.file}: object {k} has an unreadable segmentation ({e})"
+            ) from None
+    if segmentation is None:
+        segmentation = []
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), bytes):
+        segmentation = {**segmentation, "counts": segmentation["counts"].decode("ascii")}
     ann = {
         "id": ann_id,
         "image_id": image_id,
-        "category_id": int(record.labels[i]) + 1,
+        "category_id": int(category_id),
         "bbox": [x1, y1, x2 - x1, y2 - y1],
         "area": area,
-        "iscrowd": int(record.iscrowd[i]),
+        "iscrowd": int(record.iscrowd[k]),
         "segmentation": segmentation,
     }
-    if record.difficult[i]:
+    if record.difficult[k]:
         ann["difficult"] = 1
     return ann
 
 
 def _as_rle(segmentation: Any, height: int, width: int) -> Any:
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
+    return to_rle(segmentation, height, width)  # the one implementation: data/rle.py
+
+
+def _split_of(json_path: Path) -> str | None:
+    """``train``/``val``/``test`` when the file name says so (instances_val2017.json → val)."""
+    stem = json_path.stem.lower()
+    found = [s for s in SPLITS if s in stem.replace("trainval", "train")]
+    return found[0] if len(found) == 1 else None
+
+
+@DATASETS.register("coco")
+class COCOFormat(DetectionFormat):
+    """COCO JSON: ``annotations/*.json`` naming images in an image folder."""
+
+    looks_for = "annotations/*.json (COCO) + an image folder, or a COCO .json file"
+    priority = 20
+    split_help = "a JSON path or {annotations: JSON, images: FOLDER}"
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        if path.is_file():
+            return path.suffix.lower() == ".json"
+        ann = path / "annotations"
+        return ann.is_dir() and any(ann.glob("*.json"))
+
+    def _jsons(self, root: Path) -> dict[str | None, Path]:
+        files = sorted((root / "annotations").glob("*.json"))
+        by_split = {_split_of(f): f for f in files}
+        if len(files) == 1:
+            return {None: files[0]}
+        if None in by_split or len(by_split) != len(files):
+            raise DataError(
+                f"{root / 'annotations'}: cannot tell which of {[f.name for f in files]} is "
+                "train/val/test; name them instances_<split>.json or write a data YAML"
+            )
+        return by_split
+
+    def read_root(
+        self, root: Path, split: str | None, classes: list[str] | None, strict: bool
+    ) -> DetectionSet:
+        if root.is_file():
+            return read_coco(root, classes=classes, strict=strict)
+        jsons = self._jsons(root)
+        if split not in jsons:
+            if split is None or None in jsons:  # one undivided file serves any request
+                json_path = next(iter(jsons.values()))
+            else:
+                raise DataError(f"{root}: no {split!r} annotation file in {root / 'annotations'}")
+        else:
+            json_path = jsons[split]
+        search = [root / "images", root]
+        if split is not None:
+            search = [
+                *sorted(p for p in (root / "images").glob(f"{split}*") if p.is_dir()),
+                *sorted(p for p in root.glob(f"{split}*") if p.is_dir()),
+                *search,
+            ]
+        return read_coco(json_path, classes=classes, strict=strict, search=search)
+
+    def root_splits(self, root: Path) -> list[str | None]:
+        if root.is_file():
+            return [None]
+        return [s for s in (*SPLITS, None) if s in self._jsons(root)]
+
+    def write_split(
+        self, ds: DetectionSet, out: Path, split: str, copy_images: bool
+    ) -> dict[str, Any]:
+        return write_coco(ds, out, split=split, copy_images=copy_images)
+
+    def read_source(self, spec: DataSpec, value: Any, strict: bool) -> DetectionSet:
+        root = spec.root
+        if isinstance(value, str):
+            json_rel, images = value, spec.images
+        else:
+            json_rel, images = value["annotations"], value.get("images", spec.images)
+        return read_coco(
+            root / json_rel,
+            images=root / images if images else None,
+            classes=spec.classes,
+            strict=strict,
+            search=[root / "images", root],
+        )
+
+    def split_value_ok(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return True
+        return (
+            isinstance(value, dict)
+            and set(value) <= {"annotations", "images"}
+            and isinstance(value.get("annotations"), str)
+        )
+
+    def default_splits(self, spec: DataSpec) -> dict[str, Any]:
+        if (spec.root / "annotations").is_dir():
+            jsons = self._jsons(spec.root)
+            if None not in jsons:
+                return {s: str(p.relative_to(spec.root)) for s, p in jsons.items()}
+        raise ConfigError(f"{spec.source}: COCO needs 'train: <annotation json>'")

@@ -1,7 +1,7 @@
 """The data YAML: the one file ``visbricks data check`` and training configs point at.
 
 ```yaml
-format: voc                 # voc | coco | yolo
+format: voc                 # a registered format: voc | coco | yolo | imagefolder | csv ...
 root: ../raccoon            # relative to this YAML's folder; default: the YAML's folder
 classes: [raccoon]          # optional where the format carries names (COCO, YOLO classes.txt)
 images: images              # VOC: image folder when not JPEGImages; COCO: image folder
@@ -15,7 +15,9 @@ Split specs per format: VOC, an ImageSets txt (omitted: ``ImageSets/Main/<split>
 present, else every annotation is ``train``); COCO, a JSON path, or ``{annotations: JSON,
 images: FOLDER}``; YOLO, an image folder or a list of them (omitted: ``images/train`` and
 ``images/val`` when present, else all of ``images/``). Ultralytics files (``path``, ``names``
-as list or dict, ``nc``) load as YOLO unchanged.
+as list or dict, ``nc``) load as YOLO unchanged. Which format reads a split spec, what it accepts
+and its default splits are the format class's business (:class:`DetectionFormat` hooks), so the
+YAML dispatches through the ``DATASETS`` registry and knows no format by name.
 """
 
 from __future__ import annotations
@@ -28,14 +30,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ..records import DetectionSet
-from .coco import read_coco
-from .voc import read_voc
-from .yolo import read_yolo
+from .base import SPLITS, DatasetFormat, data_yaml_of, format_names, get_format, read_yaml_mapping
 
-FORMATS = ("voc", "coco", "yolo")
-SPLITS = ("train", "val", "test")
 # "download" is accepted so Ultralytics files load unchanged, and ignored: data is never fetched.
 KEYS = (
     *("format", "root", "path", "classes", "names", "nc", "images", "annotations", "split"),
@@ -66,17 +64,18 @@ def load_data_yaml(path: str | Path) -> DataSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"data YAML not found: {path}") from None
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read data YAML {path}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(KEYS)})")
     for key in raw:
         _check_key(path, str(key), KEYS, "key")
 
-    fmt = raw.get("format") or ("yolo" if "names" in raw or "path" in raw else None)
+    fmt = raw.get("format") or _sniff_yaml(path)
     if fmt is None:
-        raise ConfigError(f"{path}: 'format' is missing (one of {', '.join(FORMATS)})")
-    _check_key(path, str(fmt), FORMATS, "format")
+        raise ConfigError(f"{path}: 'format' is missing (one of {', '.join(format_names())})")
+    _check_key(path, str(fmt), tuple(format_names()), "format")
+    handler = get_format(fmt)
     root = _root(path, raw)
     spec = DataSpec(
         source=path,
@@ -89,17 +88,18 @@ def load_data_yaml(path: str | Path) -> DataSpec:
         split_rule=_split_rule(path, raw.get("split")),
     )
     for name, value in spec.splits.items():
-        _check_split_value(path, fmt, name, value)
+        if not handler.split_value_ok(value):
+            raise ConfigError(f"{path}: '{name}' must be {handler.split_help}, got {value!r}")
     if spec.split_rule and ("val" in spec.splits or "test" in spec.splits):
         raise ConfigError(f"{path}: 'split' derives val from train; remove 'val'/'test' or 'split'")
     if not spec.splits:
-        spec.splits = _default_splits(spec)
+        spec.splits = handler.default_splits(spec)
     elif spec.split_rule:
         spec.splits = {"train": spec.splits.get("train")}
     return spec
 
 
-def read_split(spec: DataSpec, split: str, strict: bool = False) -> DetectionSet:
+def read_split(spec: DataSpec, split: str, strict: bool = False) -> Any:
     """Read one split (``train``/``val``/``test``) of a data YAML as a DetectionSet.
 
     With a ``split:`` rule both halves come from the ``train`` source; problems found reading
@@ -108,53 +108,43 @@ def read_split(spec: DataSpec, split: str, strict: bool = False) -> DetectionSet
     names = spec.split_names()
     if split not in names:
         raise ConfigError(f"{spec.source}: no {split!r} split (it has: {', '.join(names)})")
+    handler = get_format(spec.format)
     if not spec.split_rule:
-        return _read_source(spec, spec.splits[split], strict)
-    ds = _read_source(spec, spec.splits.get("train"), strict)
-    # Sorting first makes the split independent of the order files were listed or read in.
-    order = sorted(range(len(ds.records)), key=lambda i: ds.records[i].file)
-    n = len(order)
+        return handler.read_source(spec, spec.splits[split], strict)
+    ds = handler.read_source(spec, spec.splits.get("train"), strict)
+    if not isinstance(ds, DetectionSet):
+        raise ConfigError(f"{spec.source}: 'split' rules work for box datasets only")
+    n_val = _n_val(spec, len(ds.records))
+    return holdout(ds, split, n_val, spec.split_rule.get("seed", 0), "val_last" in spec.split_rule)
+
+
+def _n_val(spec: DataSpec, n: int) -> int:
     rule = spec.split_rule
     n_val = rule["val_last"] if "val_last" in rule else round(rule["val_fraction"] * n)
     if n_val >= n:
         raise ConfigError(f"{spec.source}: split {rule} leaves none of the {n} images for train")
-    if "val_last" in rule:
+    return n_val
+
+
+def holdout(
+    ds: DetectionSet, split: str, n_val: int, seed: int = 0, last: bool = False
+) -> DetectionSet:
+    """The ``train`` or ``val`` part of ``ds`` when ``n_val`` images are held out for val:
+    the last ``n_val`` by file name (``last``) or a seeded random choice. Problems found reading
+    the shared source are reported once, with ``train``."""
+    # Sorting first makes the split independent of the order files were listed or read in.
+    order = sorted(range(len(ds.records)), key=lambda i: ds.records[i].file)
+    n = len(order)
+    if last:
         val = set(order[n - n_val :])
     else:
-        val = {order[i] for i in np.random.default_rng(rule.get("seed", 0)).permutation(n)[:n_val]}
+        val = {order[i] for i in np.random.default_rng(seed).permutation(n)[:n_val]}
     chosen = [i for i in order if (i in val) == (split == "val")]
     return DetectionSet(
         root=ds.root,
         classes=ds.classes,
         records=[ds.records[i] for i in chosen],
         problems=ds.problems if split == "train" else [],
-    )
-
-
-def _read_source(spec: DataSpec, value: Any, strict: bool) -> DetectionSet:
-    root = spec.root
-    if spec.format == "voc":
-        return read_voc(
-            root,
-            image_set=value,
-            classes=spec.classes,
-            annotations=spec.annotations,
-            images=spec.images,
-            strict=strict,
-        )
-    if spec.format == "yolo":
-        dirs = [value] if isinstance(value, str) else value
-        return read_yolo(root, image_dirs=dirs, classes=spec.classes, strict=strict)
-    if isinstance(value, str):
-        json_rel, images = value, spec.images
-    else:
-        json_rel, images = value["annotations"], value.get("images", spec.images)
-    return read_coco(
-        root / json_rel,
-        images=root / images if images else None,
-        classes=spec.classes,
-        strict=strict,
-        search=[root / "images", root],
     )
 
 
@@ -186,8 +176,15 @@ def _classes(path: Path, raw: dict[str, Any]) -> list[str] | None:
     key = "classes" if "classes" in raw else "names"
     value = raw.get(key)
     if value is None:
+        nc = raw.get("nc")
+        if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0:
+            return [f"class_{i}" for i in range(nc)]  # Ultralytics' names when only nc is given
         return None
     if isinstance(value, dict):  # Ultralytics {0: person, 1: car}: ids must be 0..C-1
+        try:  # Ultralytics reads keys with int(): {'0': a} is as good as {0: a}
+            value = {int(k): v for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: '{key}' ids must be integers, got {list(value)}") from None
         if sorted(value) != list(range(len(value))):
             raise ConfigError(f"{path}: '{key}' ids must be 0..{len(value) - 1}, got {list(value)}")
         value = [value[i] for i in range(len(value))]
@@ -228,30 +225,115 @@ def _split_rule(path: Path, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_split_value(path: Path, fmt: str, name: str, value: Any) -> None:
-    if isinstance(value, str) or (value is None and fmt != "coco"):
-        return
-    if fmt == "yolo" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return
-    if fmt == "coco" and isinstance(value, dict):
-        for key in value:
-            _check_key(path, f"{key}", ("annotations", "images"), f"key in '{name}'")
-        if isinstance(value.get("annotations"), str):
-            return
-    expected = {
-        "voc": "an ImageSets txt path",
-        "coco": "a JSON path or {annotations: JSON, images: FOLDER}",
-        "yolo": "an image folder or a list of them",
-    }[fmt]
-    raise ConfigError(f"{path}: '{name}' must be {expected}, got {value!r}")
+def _sniff_yaml(path: Path) -> str | None:
+    """The format of a data YAML without ``format:`` (Ultralytics' ``names``/``path`` → yolo)."""
+    for name in format_names():
+        if get_format(name).sniff(path):
+            return name
+    return None
 
 
-def _default_splits(spec: DataSpec) -> dict[str, Any]:
-    if spec.format == "voc":
-        main = spec.root / "ImageSets" / "Main"
-        found = {s: f"ImageSets/Main/{s}.txt" for s in SPLITS if (main / f"{s}.txt").is_file()}
-        return found or {"train": None}
-    if spec.format == "yolo":
-        found = {s: f"images/{s}" for s in SPLITS if (spec.root / "images" / s).is_dir()}
-        return found or {"train": "images"}
-    raise ConfigError(f"{spec.source}: COCO needs 'train: <annotation json>'")
+class DetectionFormat(DatasetFormat):
+    """A box format (VOC, COCO, YOLO): read from a data YAML or a dataset root, written with a
+    data YAML that accumulates the splits. Subclasses implement the ``*_root`` / ``*_source``
+    hooks; this class owns the YAML side, so every box format treats it identically."""
+
+    kind = "detection"
+    writable = True
+    split_help = "a split path"  # what a split value in the data YAML may be, for errors
+
+    # ---- DatasetFormat ------------------------------------------------------------------------
+    def read(
+        self,
+        path: str | Path,
+        split: str | None = None,
+        classes: list[str] | None = None,
+        strict: bool = False,
+    ) -> DetectionSet:
+        path = Path(path)
+        yaml_file = data_yaml_of(path)
+        if yaml_file is not None:
+            spec = load_data_yaml(yaml_file)
+            if classes is not None:
+                spec.classes = list(classes)
+            return read_split(spec, split or "train", strict=strict)
+        return self.read_root(path, split, classes, strict)
+
+    def splits(self, path: str | Path) -> list[str | None]:
+        path = Path(path)
+        yaml_file = data_yaml_of(path)
+        if yaml_file is not None:
+            return list(load_data_yaml(yaml_file).split_names())
+        return self.root_splits(path)
+
+    def write(
+        self, records: Any, out_dir: str | Path, split: str = "train", **options: Any
+    ) -> Path:
+        """Write ``records`` (a DetectionSet) as ``split``; ``copy_images=False`` hard-links.
+
+        Call once per split into one folder: its ``data.yaml`` accumulates the splits and must
+        agree on format and classes.
+        """
+        copy_images = bool(options.pop("copy_images", True))
+        if options:
+            raise ConfigError(f"unknown {self.name} write option(s): {', '.join(options)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        yaml_path = out / "data.yaml"
+        existing = self._existing_splits(yaml_path, records.classes)
+        entries = self.write_split(records, out, split, copy_images)
+        (out / "classes.txt").write_text(
+            "".join(f"{c}\n" for c in records.classes), encoding="utf-8"
+        )
+        written = existing | entries
+        ordered = {s: written[s] for s in SPLITS if s in written}
+        doc = self.yaml_doc(out, list(records.classes), ordered)
+        yaml_path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), "utf-8")
+        return yaml_path
+
+    # ---- hooks --------------------------------------------------------------------------------
+    def read_root(
+        self, root: Path, split: str | None, classes: list[str] | None, strict: bool
+    ) -> DetectionSet:
+        raise NotImplementedError
+
+    def root_splits(self, root: Path) -> list[str | None]:
+        return [None]
+
+    def write_split(
+        self, ds: DetectionSet, out: Path, split: str, copy_images: bool
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read_source(self, spec: DataSpec, value: Any, strict: bool) -> DetectionSet:
+        """Read the split whose data-YAML value is ``value`` (None: the whole dataset); by
+        default ``value`` is a folder under the root laid out as this format's root."""
+        root = spec.root / value if value is not None else spec.root
+        return self.read_root(root, None, spec.classes, strict)
+
+    def split_value_ok(self, value: Any) -> bool:
+        return value is None or isinstance(value, str)
+
+    def default_splits(self, spec: DataSpec) -> dict[str, Any]:
+        return {"train": None}
+
+    def yaml_doc(self, out: Path, classes: list[str], splits: dict[str, Any]) -> dict[str, Any]:
+        return {"format": self.name, "root": ".", "classes": classes, **splits}
+
+    def _existing_splits(self, path: Path, classes: list[str]) -> dict[str, Any]:
+        if not path.is_file():
+            return {}
+        raw = read_yaml_mapping(path)
+        fmt = raw.get("format") or _sniff_yaml(path)
+        try:
+            old = _classes(path, raw)
+        except ConfigError:
+            old = None
+        if fmt != self.name or old != list(classes):
+            raise DataError(
+                f"cannot add a split to {path}: it holds a {fmt} dataset with classes {old}, "
+                f"not {self.name} with {list(classes)}; use another output folder"
+            )
+        return {s: raw[s] for s in SPLITS if s in raw}

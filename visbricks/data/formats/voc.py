@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DataError
-from ..io import IMAGE_EXTENSIONS, image_size, safe_join
+from ...registry import DATASETS
+from ..io import IMAGE_EXTENSIONS, exif_transform_boxes, image_geometry, safe_join
 from ..records import DetectionSet, ImageRecord
 from ._common import (
     ProblemLog,
@@ -31,7 +32,9 @@ from ._common import (
     repair_boxes,
     unique_names,
 )
+from .base import SPLITS
 from .coco import rasterize
+from .datayaml import DataSpec, DetectionFormat
 
 ANNOTATION_DIRS = ("Annotations", "annotations")
 IMAGE_DIRS = ("JPEGImages", "images")
@@ -81,7 +84,9 @@ def read_voc(
     from the sorted object names of *every* XML in the folder (not just this split's), so each
     split of one dataset gets the same class ids.
     """
-    root = Path(root)
+    # Resolved: image-set entries come back resolved from safe_join and must compare with it
+    # (a relative data YAML path gave relative_to errors).
+    root = Path(root).resolve()
     if not root.is_dir():
         raise DataError(f"VOC dataset root not found: {root}")
     ann_dir = find_folder(root, annotations, ANNOTATION_DIRS, "annotation")
@@ -227,13 +232,35 @@ def _to_record(
     image = _resolve_image(raw, xml_path, img_dir, log)
     if image is None:
         return None
-    width, height = raw.width, raw.height
-    if width <= 0 or height <= 0:
-        try:
-            width, height = image_size(image)
-        except DataError as e:
+    try:
+        stored_w, stored_h, orientation = image_geometry(image)
+    except DataError as e:
+        if raw.width <= 0 or raw.height <= 0:
             log.add(raw.xml, f"no <size> and unreadable image: {e}; skipped")
             return None
+        # Kept as declared: the image itself is reported by whoever decodes it (data check,
+        # the dataset's decode pass), under the image's own name.
+        stored_w, stored_h, orientation = raw.width, raw.height, 1
+    # What read_image returns (EXIF orientation applied) is what the boxes must fit.
+    transposed = orientation in (5, 6, 7, 8)
+    width, height = (stored_h, stored_w) if transposed else (stored_w, stored_h)
+    # Boxes are taken as drawn on the image as shown (EXIF applied, as viewers and most tools
+    # show it), except when <size> is the stored, untransposed size of a rotated image: then
+    # the tool ignored EXIF and the boxes move with the rotation. A <size> that matches
+    # neither is repaired (the image's size) and counted.
+    on_stored = (
+        transposed and stored_w != stored_h and (raw.width, raw.height) == (stored_w, stored_h)
+    )
+    if raw.width > 0 and raw.height > 0 and not on_stored and (raw.width, raw.height) != (
+        width,
+        height,
+    ):
+        shown = (img_dir.relative_to(root) / image.relative_to(img_dir.resolve())).as_posix()
+        log.add(
+            shown,
+            f"<size> in {raw.xml} says {raw.width}x{raw.height} but the image is "
+            f"{width}x{height}; using the image's size",
+        )
 
     kept = []
     for obj in raw.objects:
@@ -243,7 +270,11 @@ def _to_record(
         kept.append(obj)
     corners = np.array([o.corners for o in kept], dtype=np.float64).reshape(-1, 4)
     names = [f"object {o.number} ({o.name})" for o in kept]
-    boxes, keep = repair_boxes(corners, width, height, raw.xml, log, _TO_XYXY, names)
+    if on_stored:
+        boxes, keep = repair_boxes(corners, stored_w, stored_h, raw.xml, log, _TO_XYXY, names)
+        boxes = exif_transform_boxes(boxes, orientation, stored_w, stored_h)
+    else:
+        boxes, keep = repair_boxes(corners, width, height, raw.xml, log, _TO_XYXY, names)
     mask = root / _SEG_CLASS / (xml_path.stem + ".png")
     # safe_join resolved the path; re-anchor it on the folder as named, so a symlinked image
     # folder still gives a path relative to the root.
@@ -396,3 +427,49 @@ def voc_palette() -> list[int]:
 def _write_lines(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+@DATASETS.register("voc")
+class VOCFormat(DetectionFormat):
+    """Pascal VOC XML (and labelImg's lowercase ``annotations/`` + ``images/``)."""
+
+    looks_for = "Annotations/*.xml (or labelImg's annotations/*.xml) + JPEGImages/ or images/"
+    priority = 10
+    split_help = "an ImageSets txt path"
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        return path.is_dir() and any(
+            (path / d).is_dir() and any((path / d).glob("*.xml")) for d in ANNOTATION_DIRS
+        )
+
+    def read_root(
+        self, root: Path, split: str | None, classes: list[str] | None, strict: bool
+    ) -> DetectionSet:
+        image_set = f"ImageSets/Main/{split}.txt" if split else None
+        return read_voc(root, image_set=image_set, classes=classes, strict=strict)
+
+    def root_splits(self, root: Path) -> list[str | None]:
+        main = root / "ImageSets" / "Main"
+        found: list[str | None] = [s for s in SPLITS if (main / f"{s}.txt").is_file()]
+        return found or [None]
+
+    def write_split(
+        self, ds: DetectionSet, out: Path, split: str, copy_images: bool
+    ) -> dict[str, Any]:
+        return write_voc(ds, out, split=split, copy_images=copy_images)
+
+    def read_source(self, spec: DataSpec, value: Any, strict: bool) -> DetectionSet:
+        return read_voc(
+            spec.root,
+            image_set=value,
+            classes=spec.classes,
+            annotations=spec.annotations,
+            images=spec.images,
+            strict=strict,
+        )
+
+    def default_splits(self, spec: DataSpec) -> dict[str, Any]:
+        main = spec.root / "ImageSets" / "Main"
+        found = {s: f"ImageSets/Main/{s}.txt" for s in SPLITS if (main / f"{s}.txt").is_file()}
+        return found or {"train": None}

@@ -26,7 +26,6 @@ follow.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,16 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 from ..io import write_image
 from ..records import DetectionSet, ImageRecord
+from .publish import COMPLETE_MARKER as COMPLETE_MARKER  # re-exported: tests and callers
+from .publish import generate_once
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ellipse", "cross")
 
 # Bumped whenever the renderer's output changes, so an old folder is never reused as if it were
 # what the current code would produce.
 GENERATOR_VERSION = 1
-COMPLETE_MARKER = ".complete"
 
 _CIRCLE, _SQUARE, _TRIANGLE, _STAR, _ELLIPSE, _CROSS = range(len(SHAPE_CLASSES))
 _VIEWS = {"classification": 1, "multilabel": 2, "detection": 3}
@@ -395,63 +395,13 @@ def _check_counts(**counts: int) -> None:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
 
 
-def _read_marker(out: Path) -> dict[str, Any]:
-    marker = out / COMPLETE_MARKER
-    if not marker.is_file():
-        raise DataError(
-            f"{out} exists but has no {COMPLETE_MARKER} marker, so it is not a complete synthetic "
-            "dataset (an interrupted copy or someone else's folder); remove it or choose another "
-            "output folder"
-        )
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {marker}: {e}; remove {out} to regenerate it") from None
-
-
-def _reuse(out: Path, params: dict[str, Any]) -> Path:
-    found = _read_marker(out)
-    if found != params:
-        diff = ", ".join(
-            f"{k}={found.get(k)!r} (wanted {params.get(k)!r})"
-            for k in sorted(set(found) | set(params))
-            if found.get(k) != params.get(k)
-        )
-        raise DataError(
-            f"{out} holds a synthetic dataset generated with different parameters: {diff}; "
-            "remove it or choose another output folder"
-        )
-    return out
+def _marker_text(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, indent=1) + "\n"
 
 
 def _generate_atomically(out: Path, params: dict[str, Any], build: Callable[[Path], Path]) -> Path:
-    """Run ``build(work_dir) -> dataset_dir`` and publish the result at ``out`` in one rename.
-
-    A preset that generates data on first use checks only that ``out`` exists, so ``out`` must
-    never exist half-written: everything happens in ``<out>.tmp-<pid>`` and becomes ``out`` by
-    ``os.replace`` only after the completion marker is in place.
-    """
-    out = Path(out)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder made for the purpose (mkdir -p) holds nothing to protect
-    if out.exists():
-        return _reuse(out, params)
-    work = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if work.exists():  # left by an earlier, killed process that happened to have our pid
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
-        data = build(work)
-        (data / COMPLETE_MARKER).write_text(json.dumps(params, sort_keys=True, indent=1) + "\n")
-        try:
-            os.replace(data, out)
-        except OSError:
-            if not out.exists():
-                raise
-            return _reuse(out, params)  # a concurrent process published the same dataset first
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    """Build with ``build(work_dir) -> dataset_dir`` and publish at ``out`` (see synth.publish)."""
+    return generate_once(out, params, build, _marker_text)
 
 
 def write_classification(
