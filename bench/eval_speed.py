@@ -23,6 +23,8 @@ some with the wrong class, plus random false positives), then times and cross-ch
      0, 0.01, ..., 1. For non-increasing f the integral lies between the left and right Riemann
      sums at step 1/100, and comparing those with the 101-point mean bounds the difference by
      1/100 per class, hence by 1/100 for the mean over classes. Tolerance: 0.01.
+3. The full COCO stats through ``evaluate_coco`` with pycocotools and with faster-coco-eval (the
+   default backend when installed): all 12 numbers must agree to 1e-12; prints the time ratio.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ import numpy as np
 from pycocotools.cocoeval import COCOeval
 
 from visbricks.data.records import DetectionSet, ImageRecord
-from visbricks.metrics.coco import build_coco_gt, coco_image_ids, predictions_to_coco_results
+from visbricks.metrics.coco import (
+    build_coco_gt,
+    coco_image_ids,
+    evaluate_coco,
+    predictions_to_coco_results,
+)
 from visbricks.metrics.voc import evaluate_voc
 
 NUM_CLASSES = 20
@@ -164,6 +171,34 @@ def pycocotools_ap50(preds, gts) -> tuple[float, float, float]:
     return float(np.mean(per_class)), t1 - t0, t2 - t1
 
 
+def coco_backends(preds, gts) -> list[tuple[str, float, float, str]]:
+    """Full COCO stats through evaluate_coco with pycocotools and with faster-coco-eval (the
+    default when installed): seconds each, and whether all 12 numbers agree to 1e-12."""
+    records = [
+        ImageRecord(f"{i:05d}.jpg", IMAGE_W, IMAGE_H, g["boxes"], g["labels"])
+        for i, g in enumerate(gts)
+    ]
+    dataset = DetectionSet(Path("."), [f"class{c}" for c in range(NUM_CLASSES)], records)
+    results = predictions_to_coco_results(preds, coco_image_ids(dataset))
+    stats, rows = {}, []
+    for backend in ("pycocotools", "faster_coco_eval"):
+        t0 = time.perf_counter()
+        try:
+            stats[backend] = evaluate_coco(dataset, results, backend=backend)
+        except Exception as e:  # noqa: BLE001 - faster-coco-eval not installed: say so
+            rows.append((f"COCO {backend}: {type(e).__name__}", math.nan, math.nan, "skipped"))
+            continue
+        rows.append((f"COCO AP[.5:.95] via {backend}", time.perf_counter() - t0, 0.0, ""))
+    if len(stats) == 2:
+        a, b = stats["pycocotools"], stats["faster_coco_eval"]
+        diff = max(abs(a[k] - b[k]) for k in a)
+        ratio = rows[0][1] / rows[1][1]
+        check = f"max |d| {diff:.1e} <= 1e-12: {'ok' if diff <= 1e-12 else 'FAIL'}; {ratio:.1f}x"
+        rows[1] = (rows[1][0], rows[1][1], b["AP"], check)
+        rows[0] = (rows[0][0], rows[0][1], a["AP"], "")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -216,7 +251,11 @@ def main() -> int:
         )
     )
 
-    print(f"\n{'evaluator':<44} {'seconds':>8} {'mAP50':>8}  check")
+    coco_rows = coco_backends(preds, easy)
+    ok &= all("FAIL" not in check for *_, check in coco_rows)
+    rows += coco_rows
+
+    print(f"\n{'evaluator':<44} {'seconds':>8} {'mAP50':>8}  check  (COCO rows: AP[.5:.95])")
     for label, seconds, value, check in rows:
         print(f"{label:<44} {seconds:>8.2f} {value:>8.5f}  {check}")
     print("\nall checks passed" if ok else "\nSOME CHECKS FAILED")

@@ -65,6 +65,23 @@ def test_eval_writes_and_prints_metrics(trained_run, capsys):
     assert (run / "eval" / "confusion_matrix.png").is_file()
 
 
+def test_eval_split_test_is_labelled_test(trained_run, capsys):
+    import shutil
+
+    tmp, root, run = trained_run
+    shutil.copytree(root / "val", root / "test", dirs_exist_ok=True)
+    out = tmp / "eval-test"
+    assert main(["eval", str(run), "--split", "test", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test/top1" in metrics and not any(k.startswith("val/") for k in metrics)
+    assert "test images" in printed and "validation" not in printed
+    # The same images as val: the same numbers under the other name.
+    assert main(["eval", str(run), "--out", str(tmp / "eval-val")]) == 0
+    val = json.loads((tmp / "eval-val" / "metrics.json").read_text())
+    assert metrics["test/top1"] == val["val/top1"]
+
+
 def test_predict_folder_and_glob_write_images_and_json(trained_run):
     tmp, root, run = trained_run
     out = tmp / "pred"

@@ -18,6 +18,7 @@ from visbricks.errors import ConfigError, DataError
 from visbricks.metrics.coco import (
     COCO_STAT_NAMES,
     build_coco_gt,
+    category_ids,
     coco_gt_dict,
     coco_image_ids,
     evaluate_coco,
@@ -122,8 +123,14 @@ def test_equals_pycocotools_on_handwritten_files(tmp_path, seed):
     expected = pycocotools_stats(*handwritten_coco_files(dataset, preds, tmp_path))
     assert 0.05 < expected[0] < 0.95  # an informative case, neither empty nor perfect
     ids = coco_image_ids(dataset)
-    ours_file = evaluate_coco(dataset, write_results_json(preds, ids, tmp_path / "ours.json"))
-    ours_list = evaluate_coco(dataset, predictions_to_coco_results(preds, ids))
+    # pycocotools itself: bit-for-bit (faster-coco-eval, the "auto" default when installed,
+    # agrees to 1e-12, see test_faster_coco_eval_agrees_with_pycocotools).
+    ours_file = evaluate_coco(
+        dataset, write_results_json(preds, ids, tmp_path / "ours.json"), backend="pycocotools"
+    )
+    ours_list = evaluate_coco(
+        dataset, predictions_to_coco_results(preds, ids), backend="pycocotools"
+    )
     assert list(ours_file) == list(COCO_STAT_NAMES)
     assert list(ours_file.values()) == expected
     assert list(ours_list.values()) == expected
@@ -174,7 +181,9 @@ def test_missing_size_range_is_minus_one_like_pycocotools(tmp_path):
             tmp_path,
         )
     )
-    stats = evaluate_coco(dataset, predictions_to_coco_results(pred, coco_image_ids(dataset)))
+    stats = evaluate_coco(
+        dataset, predictions_to_coco_results(pred, coco_image_ids(dataset)), backend="pycocotools"
+    )
     assert list(stats.values()) == expected
     assert stats["AP_small"] == stats["AP_medium"] == -1.0 and stats["AP_large"] == stats["AP"]
 
@@ -182,7 +191,10 @@ def test_missing_size_range_is_minus_one_like_pycocotools(tmp_path):
 def test_verbose_prints_pycocotools_summary(capsys):
     dataset, preds = make_case(7)
     evaluate_coco(
-        dataset, predictions_to_coco_results(preds, coco_image_ids(dataset)), verbose=True
+        dataset,
+        predictions_to_coco_results(preds, coco_image_ids(dataset)),
+        backend="pycocotools",
+        verbose=True,
     )
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in capsys.readouterr().out
 
@@ -262,7 +274,7 @@ def test_faster_coco_eval_agrees_with_pycocotools():
     dataset, preds = make_case(10)
     results = predictions_to_coco_results(preds, coco_image_ids(dataset))
     fast = evaluate_coco(dataset, results, backend="faster_coco_eval")
-    ref = evaluate_coco(dataset, results)
+    ref = evaluate_coco(dataset, results, backend="pycocotools")
     assert fast.keys() == ref.keys()
     np.testing.assert_allclose(list(fast.values()), list(ref.values()), rtol=0, atol=1e-12)
     assert evaluate_coco(dataset, [], backend="faster_coco_eval")["AP"] == 0.0
@@ -294,7 +306,8 @@ def test_real_labelme_annotations_match_pycocotools_on_the_file():
                 image_id=im["id"],
             )
         )
-    dataset = DetectionSet(REAL_COCO.parent, classes, records)
+    # The file's own category ids (0..20), which results must carry to score against it.
+    dataset = DetectionSet(REAL_COCO.parent, classes, records, category_ids=list(range(21)))
 
     # Human polygons: our mask areas agree with labelme's (its own rasteriser) to a few percent.
     ours = [a["area"] for a in coco_gt_dict(dataset)["annotations"]]
@@ -312,11 +325,10 @@ def test_real_labelme_annotations_match_pycocotools_on_the_file():
                 "scores": rng.random(len(r.boxes)),
             }
         )
-    ours_stats = evaluate_coco(dataset, predictions_to_coco_results(preds, coco_image_ids(dataset)))
-    direct = [
-        {**res, "category_id": res["category_id"] - 1}  # back to the file's own category ids
-        for res in predictions_to_coco_results(preds, coco_image_ids(dataset))
-    ]
+    # Results carry the file's own category ids (labelme's start at 0 with _background_).
+    direct = predictions_to_coco_results(preds, coco_image_ids(dataset), category_ids(dataset))
+    assert {r["category_id"] for r in direct} <= {c["id"] for c in data["categories"]}
+    ours_stats = evaluate_coco(dataset, direct, backend="pycocotools")
     # labelme numbers annotations from 0, but COCOeval stores a match as the matched annotation's
     # id and reads 0 as "unmatched", so as written the file turns hits on annotation 0 into false
     # positives. build_coco_gt numbers from 1; the reference gets the same shift.
@@ -333,5 +345,5 @@ def test_real_labelme_annotations_match_pycocotools_on_the_file():
     # Handed the file as it is, evaluate_coco renumbers the annotations itself.
     with contextlib.redirect_stdout(io.StringIO()):
         as_written = COCO(str(REAL_COCO))
-    assert list(evaluate_coco(as_written, direct).values()) == ev.stats.tolist()
+    assert list(evaluate_coco(as_written, direct, "pycocotools").values()) == ev.stats.tolist()
     assert 0.2 < ours_stats["AP"] < 1.0

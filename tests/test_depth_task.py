@@ -79,6 +79,7 @@ def test_loss_decreases_when_training_on_a_batch(drive):
 
 
 def test_depth_starts_mid_range_and_fixed_scale_pins_the_mean_disparity():
+    from visbricks.models.blocks import output_conv
     from visbricks.models.depth import DepthModel
     from visbricks.ops.geometry import disp_to_depth
 
@@ -95,8 +96,8 @@ def test_depth_starts_mid_range_and_fixed_scale_pins_the_mean_disparity():
         assert 2.0 < depth.median().item() < 5.0  # sqrt(0.1 * 100) = 3.16
         # Push every output nearer: the free model follows, the pinned one keeps its mean.
         for model in (free, pinned):
-            for head in model.depth_decoder.disp.values():
-                head.conv.bias.add_(2.0)
+            for head in model.depth_decoder.decoder.predict.values():
+                output_conv(head).bias.add_(2.0)
         init = pinned.depth_decoder.init_disp
         assert free(images)[("disp", 0)].mean().item() > 3 * init
         for s, disp in pinned(images).items():
@@ -192,7 +193,7 @@ def test_a_constant_prediction_scores_exactly_the_baseline(drive, tmp_path):
     for k in DEPTH_METRICS:
         assert metrics[f"val/{k}"] == pytest.approx(metrics[f"val/baseline_{k}"], rel=1e-6)
     assert metrics["val/baseline_abs_rel"] > 0.05  # the scene is not one depth
-    table = task.format_report(metrics)
+    table = metrics.table
     assert "constant gt median" in table and "δ<1.25" in table
     image = read_image(tmp_path / "depth.png")
     assert image.shape[0] > 100 and image.shape[1] > 300

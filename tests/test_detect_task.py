@@ -175,7 +175,7 @@ def test_evaluation_maps_boxes_back_to_original_pixels(tmp_path) -> None:
     # Records of a VOC dataset all carry image_id 0 when read; evaluation needs them distinct.
     ids = [r.image_id for r in bundle.val.dataset.records]
     assert len(set(ids)) == len(ids)
-    assert "11-point" in task.format_report(metrics)
+    assert "11-point" in metrics.table
 
 
 def test_evaluation_matches_evaluate_voc_on_the_same_detections(tmp_path) -> None:

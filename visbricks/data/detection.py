@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import DataError
-from .io import image_size, read_image, safe_join
+from .io import DecodeCache, image_size, read_image, safe_join
 from .records import DetectionSet, ImageRecord
+from .rle import decode
 
 Sample = dict[str, Any]
 
@@ -31,9 +31,10 @@ class DetectionDataset(Dataset):
     """``transform`` takes and returns the sample dict of :mod:`visbricks.data.transforms`
     (e.g. from ``build_detection_transforms``); ``None`` only scales the image to 0..1.
 
-    ``cache=True`` keeps decoded uint8 images in memory: decoding dominates small-image training
-    on few cores. The cache, ``num_skipped`` and ``bad_files`` live in each DataLoader worker
-    process separately.
+    ``cache`` keeps decoded uint8 images in memory (``True``, or a byte budget: see
+    :class:`~visbricks.data.io.DecodeCache`): decoding dominates small-image training on few
+    cores. The cache, ``num_skipped`` and ``bad_files`` live in each DataLoader worker process
+    separately.
     """
 
     def __init__(
@@ -43,14 +44,13 @@ class DetectionDataset(Dataset):
         *,
         with_masks: bool = False,
         strict: bool = False,
-        cache: bool = False,
+        cache: bool | int = False,
     ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.with_masks = with_masks
         self.strict = strict
-        self.cache = cache
-        self._images: dict[int, np.ndarray] = {}
+        self.cache = DecodeCache(cache)
         self.num_skipped = 0  # how many times a bad sample was replaced
         self.bad_files: dict[str, str] = {}  # record file -> reason
 
@@ -99,12 +99,7 @@ class DetectionDataset(Dataset):
         )
 
     def _read(self, i: int, record: ImageRecord) -> np.ndarray:
-        image = self._images.get(i)
-        if image is None:
-            image = read_image(safe_join(self.dataset.root, record.file))
-            if self.cache:
-                self._images[i] = image
-        return image
+        return self.cache.get(i, lambda: read_image(safe_join(self.dataset.root, record.file)))
 
     def _load(self, i: int, record: ImageRecord) -> Sample:
         image = self._read(i, record)
@@ -164,20 +159,4 @@ def instance_masks(record: ImageRecord, height: int, width: int) -> np.ndarray:
 
 
 def _decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
-    if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
-        polygons = [[float(v) for v in p] for p in seg]
-        if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
-            raise ValueError("a polygon needs at least 3 (x, y) points")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(seg, dict):
-        size = [int(s) for s in seg["size"]]
-        if size != [height, width]:
-            raise ValueError(f"RLE size {size} does not match the image size {[height, width]}")
-        counts = seg["counts"]
-        if isinstance(counts, list):  # uncompressed RLE (iscrowd annotations)
-            rle = mask_utils.frPyObjects(seg, height, width)
-        else:
-            rle = {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
-    else:
-        raise TypeError(f"expected a polygon list or an RLE dict, got {type(seg).__name__}")
-    return mask_utils.decode(rle)
+    return decode(seg, height, width)  # the one implementation: data/rle.py

@@ -33,6 +33,12 @@ class ImageRecord:
     # Optional path (relative to root) of a semantic mask PNG (class index per pixel, 255 ignore).
     mask_file: str | None = None
     image_id: int = 0
+    # Evaluation only (COCO files): each object's box as annotated, before it was clipped to the
+    # image for training, (N, 4) float64 XYXY, and the annotation's own ``area`` (NaN where the
+    # file gives none). None: the same as ``boxes`` / no areas given. Official COCO numbers are
+    # computed on these, so the COCO evaluator uses them.
+    annotated_boxes: np.ndarray | None = None
+    areas: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -55,6 +61,9 @@ class DetectionSet:
     records: list[ImageRecord]
     # Problems found while reading: (file, reason). Readers never raise for one bad sample.
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # The dataset's own id of each class (COCO ``category_id``), in ``classes`` order; None:
+    # class c is category c + 1. Evaluation writes results with these ids.
+    category_ids: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)

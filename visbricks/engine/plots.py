@@ -1,4 +1,9 @@
-"""Training plots rewritten every epoch: loss curves, metric curves, image grids with targets."""
+"""Training plots rewritten every epoch: loss curves, metric curves, image grids with targets.
+
+Figures are ``matplotlib.figure.Figure`` objects saved through their own Agg canvas: importing
+visbricks never selects a matplotlib backend for the user's process (a notebook keeps its
+inline backend) and no pyplot figure state is shared between epochs or threads.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,21 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # files only: these machines (and CI) have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .checkpoint import atomic_write  # noqa: E402
+from ..data.draw import draw_boxes, image_grid
+from .checkpoint import atomic_write
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig: Figure, path: str | Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
+
+
+def _finite(value: object) -> bool:
+    """A number that can be plotted (not missing, not NaN/inf, not text like the amp column)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def plot_history(rows: Sequence[Mapping[str, float]], plots_dir: str | Path) -> None:
@@ -26,7 +34,7 @@ def plot_history(rows: Sequence[Mapping[str, float]], plots_dir: str | Path) -> 
         return
     plots_dir = Path(plots_dir)
     epochs = [r["epoch"] for r in rows]
-    keys = [k for k in rows[-1] if "/" in k]
+    keys = list(dict.fromkeys(k for r in rows for k in r if "/" in k))  # every epoch's keys
     loss_keys = [k for k in keys if k.startswith("train/") or k.startswith("val/loss")]
     metric_keys = [k for k in keys if k.startswith("val/") and k not in loss_keys]
     for name, group in (("loss.png", loss_keys), ("metrics.png", metric_keys)):
@@ -34,12 +42,16 @@ def plot_history(rows: Sequence[Mapping[str, float]], plots_dir: str | Path) -> 
             continue
         n = len(group)
         cols = min(n, 4)
-        fig, axes = plt.subplots(
-            math.ceil(n / cols), cols, figsize=(4 * cols, 3 * math.ceil(n / cols)), squeeze=False
-        )
+        rows_n = math.ceil(n / cols)
+        fig = Figure(figsize=(4 * cols, 3 * rows_n))
+        axes = fig.subplots(rows_n, cols, squeeze=False)
         for ax, key in zip(axes.flat, group):
-            ys = [r.get(key, float("nan")) for r in rows]
-            ax.plot(epochs, ys, marker="o", ms=3)
+            # Only the epochs that have the value (validation may run every N epochs): a line
+            # through sparse points instead of isolated markers between NaN gaps.
+            points = [(e, r[key]) for e, r in zip(epochs, rows) if _finite(r.get(key))]
+            xs = [e for e, _ in points]
+            ys = [v for _, v in points]
+            ax.plot(xs, ys, marker="o", ms=3)
             ax.set_title(key)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
@@ -58,33 +70,20 @@ def save_image_grid(
     box_colors: Sequence[Sequence[int]] | None = None,
     max_images: int = 16,
 ) -> None:
-    """A grid of HWC uint8 images, optionally with a title each and XYXY boxes with labels."""
-    n = min(len(images), max_images)
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ax.imshow(images[i])
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-        if boxes is not None:
-            for j, (x1, y1, x2, y2) in enumerate(np.asarray(boxes[i]).reshape(-1, 4)):
-                color = cmap(box_colors[i][j] % 10) if box_colors is not None else "lime"
-                ax.add_patch(
-                    plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.2)
-                )
-                if box_labels is not None:
-                    ax.text(
-                        x1,
-                        y1,
-                        box_labels[i][j],
-                        fontsize=6,
-                        color="white",
-                        bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "lw": 0},
-                    )
-    fig.tight_layout()
-    _save(fig, path)
+    """A grid of HWC uint8 images written to ``path``, optionally with a title each and XYXY
+    boxes (palette colour ``box_colors[i][j]``, caption ``box_labels[i][j]``); drawn by
+    :mod:`visbricks.data.draw`."""
+    tiles = []
+    for i, image in enumerate(list(images)[:max_images]):
+        if boxes is not None and len(np.asarray(boxes[i]).reshape(-1, 4)):
+            image = draw_boxes(
+                image,
+                np.asarray(boxes[i]).reshape(-1, 4),
+                box_colors[i] if box_colors is not None else None,
+                texts=box_labels[i] if box_labels is not None else None,
+                width=1,
+            )
+        tiles.append(image)
+    grid = image_grid(tiles, titles=list(titles)[: len(tiles)] if titles is not None else None)
+    fmt = (Path(path).suffix[1:] or "png").upper().replace("JPG", "JPEG")
+    atomic_write(path, lambda tmp: Image.fromarray(grid).save(tmp, format=fmt))

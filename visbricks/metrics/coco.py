@@ -5,13 +5,18 @@ the numbers papers report. The ground truth is built once per evaluation straigh
 :class:`~visbricks.data.records.DetectionSet` (the annotations as read, not as a dataset's
 transforms would return them), and predictions are expected in original-image pixels.
 
-Conventions of the ground truth built here:
+Conventions of the ground truth built here, chosen so that evaluating a COCO file through
+visbricks gives the numbers pycocotools gives on that same file:
 
-- category ids are ``1..C`` (class id + 1), in the dataset's class order;
+- category ids are the dataset's own (``DetectionSet.category_ids``: a COCO file's ids, sparse
+  or not), else ``1..C`` (class id + 1) for formats without ids (VOC, YOLO); results are
+  written with the same ids, so ``coco_results.json`` scores against the original file;
 - image ids come from :func:`coco_image_ids`;
-- ``area`` is the mask area when the object has a segmentation (polygon or RLE), else the box
-  area. COCOeval splits small/medium/large on this field, and official COCO annotations carry the
-  mask area, so this reproduces official numbers on COCO data;
+- boxes are the boxes as annotated (``ImageRecord.annotated_boxes``), not the copies clipped to
+  the image for training;
+- ``area`` is the annotation's own ``area`` when the file has one (official COCO areas are mask
+  areas from the original polygons, not pixel counts), else the mask area when the object has a
+  segmentation, else the box area. COCOeval splits small/medium/large on this field;
 - VOC ``difficult`` objects are ordinary objects here: COCO has no such notion (``iscrowd``
   regions, which COCO ignores, are a different thing and are kept as they are).
 """
@@ -26,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.records import DetectionSet, ImageRecord
+from ..data.formats.coco import coco_category_ids, coco_dict
+from ..data.records import DetectionSet
 from ..errors import ConfigError, DataError
 from .voc import prediction_arrays
 
@@ -51,7 +56,20 @@ COCO_STAT_NAMES: tuple[str, ...] = (
     "AR_large",
 )
 
-BACKENDS = ("pycocotools", "faster_coco_eval")
+BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
+
+
+def default_backend() -> str:
+    """``faster_coco_eval`` when installed (same numbers, several times faster), else
+    ``pycocotools``: what ``backend="auto"`` means."""
+    import importlib.util
+
+    return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
+
+
+def category_ids(dataset: DetectionSet) -> list[int]:
+    """The COCO category id of each class: the dataset's own, else class id + 1."""
+    return coco_category_ids(dataset)
 
 
 def coco_image_ids(dataset: DetectionSet) -> list[int]:
@@ -61,59 +79,13 @@ def coco_image_ids(dataset: DetectionSet) -> list[int]:
     return ids if len(set(ids)) == len(ids) else list(range(1, len(ids) + 1))
 
 
-def _object_area(record: ImageRecord, k: int, box_area: float) -> float:
-    seg = record.segmentations[k]
-    if seg is None or (isinstance(seg, list) and len(seg) == 0):
-        return box_area
-    h, w = record.height, record.width
-    try:
-        if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
-            rle = mask_utils.frPyObjects(seg, h, w)
-        else:  # compressed RLE
-            rle = seg
-        return float(mask_utils.area(rle))
-    except (TypeError, ValueError, KeyError, IndexError) as e:
-        raise DataError(f"{record.file}: object {k} has an unreadable segmentation ({e})") from None
-
-
 def coco_gt_dict(dataset: DetectionSet) -> dict[str, Any]:
-    """The COCO ground-truth JSON (as a dict) for a DetectionSet, boxes XYXY -> xywh."""
-    images, annotations = [], []
-    ann_id = 1  # COCOeval marks "unmatched" with id 0, so annotation ids must start at 1
-    for record, image_id in zip(dataset.records, coco_image_ids(dataset)):
-        images.append(
-            {
-                "id": image_id,
-                "file_name": record.file,
-                "width": record.width,
-                "height": record.height,
-            }
-        )
-        bad = record.labels[(record.labels < 0) | (record.labels >= len(dataset.classes))]
-        if bad.size:
-            raise DataError(
-                f"{record.file}: class id {int(bad[0])} outside 0..{len(dataset.classes) - 1}"
-            )
-        boxes = record.boxes.astype(np.float64)
-        wh = boxes[:, 2:] - boxes[:, :2]
-        for k in range(len(boxes)):
-            w, h = float(wh[k, 0]), float(wh[k, 1])
-            ann = {
-                "id": ann_id,
-                "image_id": image_id,
-                "category_id": int(record.labels[k]) + 1,
-                "bbox": [float(boxes[k, 0]), float(boxes[k, 1]), w, h],
-                "area": _object_area(record, k, w * h),
-                "iscrowd": int(record.iscrowd[k]),
-            }
-            if record.segmentations[k] is not None:
-                ann["segmentation"] = record.segmentations[k]
-            annotations.append(ann)
-            ann_id += 1
-    categories = [{"id": c + 1, "name": name} for c, name in enumerate(dataset.classes)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    """The COCO ground-truth JSON (as a dict) for a DetectionSet (see the module docstring)."""
+    data = coco_dict(dataset, coco_image_ids(dataset), as_annotated=True)
+    for ann in data["annotations"]:
+        if not ann["segmentation"]:
+            del ann["segmentation"]  # no mask: the ground truth of a box evaluation needs none
+    return data
 
 
 def build_coco_gt(dataset: DetectionSet, verbose: bool = False) -> COCO:
@@ -134,7 +106,7 @@ def predictions_to_coco_results(
 
     ``predictions[i]`` is ``{"boxes": (N, 4) XYXY original-image pixels, "labels", "scores"}`` for
     image ``image_ids[i]``. Class id ``c`` becomes category ``category_ids[c]``, by default
-    ``c + 1`` (the ids :func:`build_coco_gt` uses).
+    ``c + 1``; pass :func:`category_ids` of the dataset to score against its own file.
     """
     if len(predictions) != len(image_ids):
         raise DataError(
@@ -165,10 +137,11 @@ def write_results_json(
     category_ids: Sequence[int] | None = None,
 ) -> Path:
     """Write :func:`predictions_to_coco_results` as a standard COCO results JSON file."""
+    from ..engine.checkpoint import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     results = predictions_to_coco_results(predictions, image_ids, category_ids)
-    path.write_text(json.dumps(results))
+    atomic_write_text(path, json.dumps(results))
     return path
 
 
@@ -218,11 +191,14 @@ def _check_ids(gt: Any, results: list[dict[str, Any]], where: str) -> None:
     if unknown_cats:
         raise DataError(
             f"{where}: category ids {sorted(unknown_cats)[:5]} are not in the ground truth "
-            f"(which has {sorted(gt.getCatIds())[:10]}...); class c is category c + 1"
+            f"(which has {sorted(gt.getCatIds())[:10]}...); write results with "
+            "category_ids(dataset)"
         )
 
 
 def _backend(name: str) -> tuple[type, type]:
+    if name == "auto":
+        name = default_backend()
     if name == "pycocotools":
         return COCO, COCOeval
     if name == "faster_coco_eval":
@@ -262,7 +238,7 @@ def _ground_truth(gt: DetectionSet | COCO, coco_cls: type) -> Any:
 def evaluate_coco(
     gt: DetectionSet | COCO,
     results: str | Path | Sequence[dict[str, Any]],
-    backend: str = "pycocotools",
+    backend: str = "auto",
     verbose: bool = False,
 ) -> dict[str, float]:
     """COCO box metrics: the 12 ``COCOeval.stats`` named as in :data:`COCO_STAT_NAMES`.
@@ -272,8 +248,9 @@ def evaluate_coco(
     ``results``: a COCO results JSON path or list (see :func:`write_results_json`); every image and
     category id must exist in ``gt``. No detections at all gives 0.0 for every metric that has
     ground truth (pycocotools' ``loadRes`` would crash). -1 is pycocotools' "no ground truth in
-    this area range" and is passed through. ``backend="faster_coco_eval"`` uses that package's C++
-    evaluator (optional dependency, same numbers).
+    this area range" and is passed through. ``backend``: ``"auto"`` (faster-coco-eval's C++
+    evaluator when installed, same numbers; else pycocotools), ``"pycocotools"`` or
+    ``"faster_coco_eval"``.
     """
     coco_cls, eval_cls = _backend(backend)
     with _quiet(verbose):

@@ -12,14 +12,18 @@ image weighs the same whatever its number of valid ground-truth pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visbricks.errors import ConfigError, DataError
+from ..data.draw import colorize_depth
+from ..data.normalize import to_image
+from ..errors import ConfigError, DataError
+from .base import EvalResult, Evaluator
 
-__all__ = ["DEPTH_METRICS", "compute_depth_errors", "evaluate_depth"]
+__all__ = ["DEPTH_METRICS", "DepthEvaluator", "compute_depth_errors", "evaluate_depth"]
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -140,3 +144,88 @@ def evaluate_depth(
     result["scale_ratio_std"] = float(np.std(ratios))
     result["num_images"] = float(len(per_image))
     return result
+
+
+# Display names of the metrics (Monodepth2's short keys a1..a3).
+TITLES = {"a1": "δ<1.25", "a2": "δ<1.25²", "a3": "δ<1.25³"}
+
+
+class DepthEvaluator(Evaluator):
+    """``update(disparity (B, 1, h, w), {"depth": gt (B, 1, H, W), "image": (B, 3, H, W) 0..1})``.
+
+    The predicted disparity is scored per image with median scaling (:func:`evaluate_depth`);
+    ``metrics``: the seven errors and the ``baseline_*`` ones of a constant gt-median prediction,
+    plus the scale-ratio diagnostics. ``details``: the whole :func:`evaluate_depth` dict. File:
+    ``depth.png`` (input, median-scaled prediction, ground truth for ``plot_frames`` frames spread
+    over the ``num_samples`` of the split).
+    """
+
+    def __init__(
+        self,
+        min_depth: float,
+        max_depth: float,
+        num_samples: int = 0,
+        plot_frames: int = 4,
+        prefix: str = "val",
+    ) -> None:
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        n = max(int(num_samples), 0)
+        picks = np.linspace(0, n - 1, min(plot_frames, n)).round().astype(int) if n else []
+        self._shown = {int(i) for i in picks}
+        super().__init__(prefix)
+
+    def reset(self) -> None:
+        super().reset()
+        self._gts: list[np.ndarray] = []
+        self._preds: list[np.ndarray] = []
+        self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, predictions: torch.Tensor, targets: dict) -> None:
+        disparity = predictions.detach().float().cpu()
+        depth = targets["depth"].detach().float().cpu()
+        for i in range(len(disparity)):
+            self._gts.append(depth[i, 0].numpy())
+            self._preds.append(disparity[i, 0].numpy())
+            if len(self._gts) - 1 in self._shown and "image" in targets:
+                image = to_image(targets["image"][i].detach().cpu())
+                self._frames.append((image, self._preds[-1], self._gts[-1]))
+
+    def compute(self) -> EvalResult:
+        r = evaluate_depth(self._gts, self._preds, self.min_depth, self.max_depth, True, True)
+        metrics = {**self.loss_metrics(), **{self.key(k): v for k, v in r.items()}}
+        metrics.pop(self.key("num_images"))
+        header = f"{'':<22}" + "".join(f"{TITLES.get(k, k):>10}" for k in DEPTH_METRICS)
+        lines = [header]
+        for title, prefix in (("model (median-scaled)", ""), ("constant gt median", "baseline_")):
+            lines.append(f"{title:<22}" + "".join(f"{r[prefix + k]:>10.4f}" for k in DEPTH_METRICS))
+        lines.append(
+            f"median scale ratio gt/pred: {r['scale_ratio_mean']:.4f} ± {r['scale_ratio_std']:.4f} "
+            f"over {int(r['num_images'])} images"
+        )
+        frames = list(self._frames)
+        files = {"depth.png": lambda path: self.plot(frames, path)} if frames else {}
+        return EvalResult(metrics, "\n".join(lines), dict(r), files)
+
+    def plot(self, frames: list, path: Path) -> None:
+        """depth.png: input, predicted depth (median-scaled to the ground truth) and ground
+        truth, one frame per row, on one colour scale per row."""
+        from matplotlib.figure import Figure
+
+        from ..engine.checkpoint import atomic_write
+
+        fig = Figure(figsize=(12, 1.6 * len(frames) + 0.4))
+        axes = fig.subplots(len(frames), 3, squeeze=False)
+        for row, (image, disparity, gt) in zip(axes, frames):
+            valid = (gt > self.min_depth) & (gt < self.max_depth)
+            pred = 1.0 / _resize(disparity, gt.shape)
+            if valid.any():
+                pred = pred * np.median(gt[valid]) / np.median(pred[valid])
+            gt_disp = np.where(valid, 1.0 / np.maximum(gt, 1e-6), 0.0)
+            vmax = float(np.percentile(gt_disp[valid], 95)) if valid.any() else None
+            panels = (image, colorize_depth(1.0 / pred, vmax), colorize_depth(gt_disp, vmax))
+            for ax, panel, title in zip(row, panels, ("input", "predicted depth", "ground truth")):
+                ax.imshow(panel)
+                ax.set_title(title, fontsize=8)
+                ax.axis("off")
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
