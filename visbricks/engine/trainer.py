@@ -8,24 +8,32 @@ uninterrupted run bitwise on CPU in deterministic mode.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from ..config import Config, save_config
-from ..errors import TrainingDiverged, VisbricksError
-from ..registry import TASKS
-from ..tasks.base import DataBundle, Task
+from ..data.bundle import DataBundle
+from ..errors import ConfigError, TrainingDiverged, VisbricksError
+from ..metrics.base import EvalResult
+from . import distributed
 from .checkpoint import (
+    RESUME_KEYS,
+    atomic_write,
+    atomic_write_text,
     get_rng_state,
+    read_checkpoint,
+    remove_stale_temps,
     save_checkpoint,
     save_safetensors,
     seed_everything,
@@ -34,7 +42,8 @@ from .checkpoint import (
 from .ema import ModelEMA
 from .optim import LRSchedule, build_optimizer, check_module_paths, param_groups
 from .plots import plot_history
-from .rundir import new_run_dir
+from .precision import resolve_amp, resolve_channels_last, resolve_workers, to_float32
+from .rundir import new_run_dir, resume_run_dir
 
 
 def select_device(spec: str) -> torch.device:
@@ -60,41 +69,62 @@ class Trainer:
         cfg: Config,
         model: nn.Module,
         data: DataBundle,
-        task: Task | None = None,
+        task: Any,
         run_dir: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
-        self.task = task or TASKS.get(cfg.task)(cfg)
+        # The task object (visbricks.tasks.Task: forward, loss, evaluate, draw_batch, metric):
+        # given, never looked up, so the engine does not depend on the tasks layer above it.
+        self.task = task
         self.data = data
         self.device = select_device(cfg.device)
+        # Under torchrun: process group, this rank's device (engine/distributed.py); else no-op.
+        self.dist = distributed.setup(self.device)
+        self.device = self.dist.device
         set_deterministic(cfg.deterministic)
-        self.model = model.to(self.device)
+        self.model = self.dist.prepare_model(model).to(self.device)
         t = cfg.train
-        cl = cfg.model.channels_last
-        self.channels_last = cl if cl is not None else self.device.type == "cuda"
+        # train.amp / model.channels_last / workers: "auto" becomes what this device runs fastest
+        # (engine/precision.py); the resolved choices are printed and written to config.yaml.
+        self.precision = resolve_amp(t.amp, self.device)
+        self.amp = self.precision.enabled
+        self.channels_last = resolve_channels_last(
+            cfg.model.channels_last, self.device, self.precision
+        )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = bool(t.amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+        self.workers = resolve_workers(
+            cfg.workers, self.device, bool(cfg.data.cache), deterministic=cfg.deterministic
+        )
+        # The compiled wrapper shares parameters with self.model, which checkpoints keep using
+        # (its state_dict has no "_orig_mod." prefixes).
+        self.train_model: nn.Module = torch.compile(self.model) if t.compile else self.model
+        self._train_base = self.train_model  # what DDP wraps under torchrun
+        self._compile_reported = not t.compile
         check_module_paths(self.model, list(t.freeze) + list(t.lr_mult), "train.freeze/lr_mult")
         self.frozen: set[str] = set()
         self.ema: ModelEMA | None = None
         self.epoch = 0  # next epoch to run
         self.best: float | None = None
         self.history: list[dict] = []
+        self.last_eval: EvalResult | None = None  # the latest evaluate() (its .table is the report)
 
-        ckpt = None
-        if cfg.resume:
-            ckpt = torch.load(cfg.resume, map_location="cpu", weights_only=True)
-            self.run_dir = Path(cfg.resume).resolve().parent.parent
-        else:
-            self.run_dir = (
-                Path(run_dir) if run_dir else new_run_dir(cfg.project, cfg.task, cfg.name)
-            )
+        ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
+
+        def claim_run_dir() -> Path:
+            if cfg.resume:
+                # The checkpoint's own run folder, checked; a copied last.ckpt starts a new one.
+                return resume_run_dir(cfg.resume, cfg.project, cfg.task, cfg.name)
+            return Path(run_dir) if run_dir else new_run_dir(cfg.project, cfg.task, cfg.name)
+
+        self.run_dir = self.dist.run_on_main(claim_run_dir)  # one folder, whatever the ranks
         self.plots_dir = self.run_dir / "plots"
         self.weights_dir = self.run_dir / "weights"
         self.plots_dir.mkdir(parents=True, exist_ok=True)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.run_dir, self.weights_dir) if self.dist.is_main else ():
+            remove_stale_temps(folder)  # temps of a run killed mid-write
 
         self.generator = torch.Generator()  # shuffling; reseeded every epoch
         self.train_loader = self._loader(data.train, train=True)
@@ -110,31 +140,54 @@ class Trainer:
             self.ema = ModelEMA(self.model, t.ema_decay)
         if ckpt is not None:
             self._load_checkpoint(ckpt)
-        save_config(cfg, self.run_dir / "config.yaml")
+        if self.dist.is_main:
+            save_config(self._resolved_config(), self.run_dir / "config.yaml")
         self.writer = None
-        if t.tensorboard:
+        if t.tensorboard and self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.run_dir))
 
     # ---- setup ----------------------------------------------------------------------------------
+    def _resolved_config(self) -> dict:
+        """The config with the ``auto`` choices replaced by what this run used."""
+        resolved = self.cfg.to_dict()
+        resolved["train"]["amp"] = self.precision.mode
+        resolved["model"]["channels_last"] = self.channels_last
+        resolved["workers"] = self.workers
+        return resolved
+
+    def describe_setup(self) -> str:
+        return (
+            f"device {self.device}: {self.precision.describe()}, "
+            f"channels_last={'on' if self.channels_last else 'off'}, workers={self.workers}"
+            + (", torch.compile" if self.cfg.train.compile else "")
+        )
+
     def _loader(self, dataset, train: bool) -> DataLoader:
         cfg = self.cfg
+        workers = self.workers
         kwargs = dict(
-            num_workers=cfg.workers,
+            num_workers=workers,
             collate_fn=self.data.collate_fn,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg.workers > 0,
+            # Persistent workers keep their RNG across epochs; deterministic runs restart them
+            # each epoch so that an epoch's augmentation depends only on (seed, epoch) (resume).
+            persistent_workers=workers > 0 and not cfg.deterministic,
+            prefetch_factor=4 if workers > 0 else None,
         )
+        if self.dist.active:  # several processes: each loads its share of the global batch
+            return self.dist.loader(dataset, train, cfg.batch_size, cfg.seed, **kwargs)
         if train and self.data.batch_sampler is not None:
             sampler = self.data.batch_sampler(dataset, cfg.batch_size, self.generator)
             return DataLoader(dataset, batch_sampler=sampler, **kwargs)
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
-            shuffle=train,
+            # The shuffle draws from self.generator alone (the loader's worker seeding does not),
+            # so it is the permutation a DistributedSampler draws for the same seed and epoch.
+            sampler=RandomSampler(dataset, generator=self.generator) if train else None,
             drop_last=train and len(dataset) > cfg.batch_size,
-            generator=self.generator if train else None,
             **kwargs,
         )
 
@@ -220,19 +273,21 @@ class Trainer:
         if not path.is_file():
             return []
         with open(path, newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+            return [{k: _cell(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
     def _write_results(self) -> None:
         keys: list[str] = []
         for row in self.history:
             keys += [k for k in row if k not in keys]
-        tmp = self.run_dir / ".results.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            for row in self.history:
-                writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
-        os.replace(tmp, self.run_dir / "results.csv")
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                for row in self.history:
+                    writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+
+        atomic_write(self.run_dir / "results.csv", write)
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema else self.model
@@ -241,55 +296,73 @@ class Trainer:
         save_safetensors(self._eval_model().state_dict(), self.weights_dir / "best.safetensors")
         info = {
             "epoch": self.epoch,
-            "metrics": {k: float(v) for k, v in metrics.items()},
+            "metrics": {k: float(v) for k, v in metrics.items() if not isinstance(v, str)},
             "classes": list(self.data.classes),
             "config": self.cfg.to_dict(),
         }
-        tmp = self.weights_dir / ".best.yaml.tmp"
-        with open(tmp, "w") as f:
-            yaml.safe_dump(info, f, sort_keys=False)
-        os.replace(tmp, self.weights_dir / "best.yaml")
+        atomic_write_text(self.weights_dir / "best.yaml", yaml.safe_dump(info, sort_keys=False))
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         metric_key = t.metric or self.task.metric
-        mode = self.task.metric_mode if not t.metric else ("min" if "loss" in t.metric else "max")
+        mode = metric_mode(t.metric, t.metric_mode, self.task.metric, self.task.metric_mode)
         metrics: dict = {}
         print(f"run folder: {self.run_dir}")
+        print(self.describe_setup())
+        staging = self.plots_dir / ".val"  # plots of this epoch's validation, published if best
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             self._apply_freeze(epoch)
             # Reseeding per epoch makes each epoch independent of the ones before it (resume).
             seed_everything(cfg.seed * 1000 + epoch)
             self.generator.manual_seed(cfg.seed * 1000 + epoch)
+            if self.dist.active:  # DDP over the parameters trained this epoch; same shuffle
+                self.dist.set_epoch(self.train_loader, epoch)
+                self.train_model = self.dist.wrap(self._train_base)
             start = time.time()
             train_stats = self._train_epoch(epoch)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
             last = epoch + 1 == cfg.epochs
-            if last or (epoch + 1) % t.val_every == 0:
-                metrics = self.evaluate(plots=t.plots)
+            validated = last or (epoch + 1) % t.val_every == 0
+            if validated:
+                metrics = self.evaluate(plots=t.plots, plots_dir=staging).metrics
                 row.update(metrics)
             row["time"] = time.time() - start
+            row["amp"] = self.precision.mode
             self.history.append(row)
             self.epoch += 1
             value = row.get(metric_key)
-            if value is not None and (
+            improved = value is not None and (
                 self.best is None or (value > self.best if mode == "max" else value < self.best)
-            ):
+            )
+            if improved:
                 self.best = value
-                self._save_best(row)
-            self._write_results()
-            save_checkpoint(self._checkpoint(), self.weights_dir / "last.ckpt")
-            if t.plots:
-                plot_history(self.history, self.plots_dir)
+                if self.dist.is_main:
+                    self._save_best(row)
+            if validated and t.plots and (improved or value is None) and self.dist.is_main:
+                # pr_curve.png, the confusion matrix and predictions.png show the weights that
+                # best.safetensors holds (what eval uses), also after a resume.
+                self._publish_plots(staging)
+            if self.dist.is_main:  # rank 0 alone writes
+                self._write_results()
+                save_checkpoint(self._checkpoint(), self.weights_dir / "last.ckpt")
+                if t.plots:
+                    plot_history(self.history, self.plots_dir)
             if self.writer:
                 for k, v in row.items():
-                    if k != "epoch":
+                    if k != "epoch" and isinstance(v, (int, float)):
                         self.writer.add_scalar(k, v, epoch + 1)
                 self.writer.flush()
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val/"))
-            print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({row['time']:.1f}s)")
+            # Train losses always (an epoch without validation still reports), then val metrics.
+            shown = ", ".join(
+                f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train/", "val/"))
+            )
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({row['time']:.1f}s, "
+                f"{row['img_s']:.1f} img/s, data wait {100 * row['data_wait']:.1f}%)",
+                flush=True,
+            )
         if self.writer:
             self.writer.close()
         return metrics
@@ -300,38 +373,52 @@ class Trainer:
         n_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen = 0
-        start = time.time()
+        # A live bar on a terminal; without one (output to a file) plain lines every log_every %.
+        interactive = sys.stderr.isatty()
+        log_every = max(1, round(n_batches * t.log_every / 100)) if t.log_every else 0
         bar = tqdm(
             total=n_batches,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
             dynamic_ncols=True,
-            disable=None,
+            disable=not interactive,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(self.train_loader):
-            if i >= n_batches:
+        # Data wait: time blocked on the loader for the next batch, as a share of the epoch's
+        # step time (drawing samples.png excluded).
+        waited = drawn = 0.0
+        start = time.perf_counter()
+        batches = iter(self.train_loader)
+        for i in range(n_batches):
+            tick = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
                 break
+            waited += time.perf_counter() - tick
             if i == 0 and t.plots:
+                tick = time.perf_counter()
                 self.task.draw_batch(batch, self.plots_dir / "samples.png")
+                drawn += time.perf_counter() - tick
+            if not self._compile_reported:
+                compile_start = time.perf_counter()
             batch = self.task.to_device(batch, self.device, self.channels_last)
-            autocast = (
-                torch.autocast("cuda", dtype=torch.float16)
-                if self.amp
-                else contextlib.nullcontext()
-            )
-            with autocast:
-                outputs = self.task.forward(self.model, batch)
-                losses = self.task.loss(outputs, batch)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (batch {i}); "
-                    f"the last good checkpoint is {self.weights_dir / 'last.ckpt'} "
-                    "— lower optim.lr or set train.grad_clip"
-                )
-            self.scaler.scale(loss / t.accumulate).backward()
-            if (i + 1) % t.accumulate == 0 or i + 1 == n_batches:
+            steps = (i + 1) % t.accumulate == 0 or i + 1 == n_batches  # the optimizer steps
+            # DDP all-reduces gradients on optimizer steps only (no_sync while accumulating).
+            with self.dist.no_sync(self.train_model, steps):
+                with self.precision.autocast():
+                    outputs = self._forward(batch)
+                # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
+                losses = self.task.loss(to_float32(outputs), batch)
+                loss = losses["loss"]
+                if not self.dist.all_finite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (batch {i}); "
+                        f"the last good checkpoint is {self.weights_dir / 'last.ckpt'} "
+                        "— lower optim.lr or set train.grad_clip"
+                    )
+                self.scaler.scale(loss / t.accumulate).backward()
+            if steps:
                 if t.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -341,31 +428,109 @@ class Trainer:
                 self.schedule.step()
                 if self.ema:
                     self.ema.update(self.model)
+            if not self._compile_reported:
+                self._compile_reported = True
+                print(
+                    f"torch.compile: first step (compilation) took "
+                    f"{time.perf_counter() - compile_start:.1f}s",
+                    flush=True,
+                )
             bs = self.task.batch_size(batch)
             seen += bs
             for k, v in losses.items():
                 if isinstance(v, torch.Tensor) and v.ndim == 0:
                     sums[k] = sums.get(k, 0.0) + v.item() * bs
-            bar.set_postfix(
+            elapsed = max(time.perf_counter() - start - drawn, 1e-9)
+            stats = dict(
                 loss=f"{sums['loss'] / seen:.4f}",
                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                img_s=f"{seen / (time.time() - start):.1f}",
+                img_s=f"{seen / elapsed:.1f}",
+                wait=f"{100 * waited / elapsed:.0f}%",
             )
+            bar.set_postfix(stats)
             bar.update()
+            if not interactive and log_every and ((i + 1) % log_every == 0 or i + 1 == n_batches):
+                shown = " ".join(f"{k}={v}" for k, v in stats.items())
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs} {i + 1}/{n_batches} "
+                    f"({100 * (i + 1) // n_batches}%) {shown}",
+                    flush=True,
+                )
         bar.close()
-        return {f"train/{k}": v / max(1, seen) for k, v in sums.items()}
+        elapsed = max(time.perf_counter() - start - drawn, 1e-9)
+        out = {f"train/{k}": v / max(1, seen) for k, v in sums.items()}
+        out["img_s"] = seen / elapsed
+        out["data_wait"] = waited / elapsed
+        return out
+
+    def _forward(self, batch: dict) -> dict:
+        if self._compile_reported:
+            return self.task.forward(self.train_model, batch)
+        try:  # torch.compile compiles on this first call: a failure is named, not a deep trace
+            return self.task.forward(self.train_model, batch)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(
+                f"train.compile=true: torch.compile failed on the first step "
+                f"({type(e).__name__}: {first}); set train.compile=false"
+            ) from e
 
     @torch.no_grad()
-    def evaluate(self, plots: bool = False) -> dict[str, float]:
+    def evaluate(self, plots: bool = False, plots_dir: Path | None = None) -> EvalResult:
+        """Validation result of the evaluation weights (EMA if on), in fp32 (``.metrics``,
+        ``.table``); with ``plots``, the task's plots and predictions.png go to ``plots_dir``
+        (default: the run's plots/). The latest is also kept as ``last_eval``."""
         model = self._eval_model()
         was_training = model.training
         model.eval()
-        metrics = self.task.evaluate(
-            model, self.val_loader, self.device, self.plots_dir if plots else None
-        )
+        out_dir = Path(plots_dir) if plots_dir is not None else self.plots_dir
         if plots:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        result = self.dist.evaluate(  # several processes: all ranks' predictions, gathered
+            self.task, model, self.val_loader, self.device, out_dir if plots else None
+        )
+        self.last_eval = result
+        if plots and self.dist.is_main:
             batch = next(iter(self.val_loader))
             outputs = self.task.forward(model, self.task.to_device(batch, self.device))
-            self.task.draw_batch(batch, self.plots_dir / "predictions.png", outputs)
+            self.task.draw_batch(batch, out_dir / "predictions.png", outputs)
         model.train(was_training)
-        return metrics
+        return result
+
+    def _publish_plots(self, staging: Path) -> None:
+        """Move the plots of the validation just run from ``staging`` into plots/."""
+        if not staging.is_dir():
+            return
+        for item in staging.iterdir():
+            target = self.plots_dir / item.name
+            if item.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(item), str(target))
+            else:
+                os.replace(item, target)
+
+
+def metric_mode(
+    metric: str | None, mode: str | None, task_metric: str, task_mode: str
+) -> str:
+    """``max`` or ``min``: which way ``train.metric`` improves. The task knows its own metric's
+    direction; any other metric needs ``train.metric_mode`` (a name says nothing reliable:
+    ``val/abs_rel`` is an error, lower is better, with no "loss" in it)."""
+    if mode is not None:
+        if mode not in ("max", "min"):
+            raise ConfigError(f"train.metric_mode must be max or min, got {mode!r}")
+        return mode
+    if metric is None or metric == task_metric:
+        return task_mode
+    raise ConfigError(
+        f"train.metric={metric} is not the task's own metric ({task_metric}): set "
+        "train.metric_mode=max (higher is better) or train.metric_mode=min"
+    )
+
+
+def _cell(text: str) -> float | str:
+    """A results.csv value: a number, or text (the ``amp`` column)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -1,0 +1,248 @@
+"""Training speed at the machine's limit: images/s and roofline share per precision and layout.
+
+For ResNet-18 classification at 224 px and for the demo detector (detect-shapes, 128 px) one
+training step (forward, fp32 loss, backward, optimizer) is timed under
+
+    fp32 NCHW | fp32 channels-last | bf16 channels-last | auto (what the Trainer picks here)
+
+(on CUDA: fp16 channels-last instead of bf16). Roofline share = achieved FLOP/s (forward +
+backward FLOPs counted by torch.utils.flop_counter) ÷ the GEMM peak *of the precision used*,
+measured in this run with a large matrix multiply. Then the data-wait share of detect-shapes
+(time blocked on the loader ÷ step time) from a real Trainer run with the default ``workers``.
+
+    python bench/train_speed.py                    # all of it (~5 min on 2 cores)
+    python bench/train_speed.py --only resnet18    # one model
+    python bench/train_speed.py --quick            # plumbing check: tiny data, 2 steps
+    python bench/train_speed.py --wait-workers auto,1   # compare worker settings for data wait
+
+Timings are meaningful only on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from visbricks.config import load_config
+from visbricks.engine.precision import (
+    Precision,
+    cpu_has_native_bf16,
+    resolve_amp,
+    resolve_channels_last,
+    to_float32,
+)
+from visbricks.engine.trainer import Trainer, select_device
+from visbricks.tasks import build_task
+
+
+def gemm_peak(mode: str, device: torch.device, seconds: float) -> float:
+    """Best FLOP/s of a square matrix multiply in ``mode``'s dtype on ``device``."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+        if time.perf_counter() > deadline:
+            return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(task, model, optimizer, batch, precision: Precision) -> None:
+    with precision.autocast():
+        outputs = task.forward(model, batch)
+    loss = task.loss(to_float32(outputs), batch)["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def time_training(
+    task, cfg, batches: list[dict], precision: Precision, channels_last: bool, args
+) -> tuple[float, float]:
+    """(images/s, FLOPs per image) of training steps over ``batches`` (cycled)."""
+    device = select_device(cfg.device)
+    model = task.build_model(load_pretrained=False).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    moved = [task.to_device(b, device, channels_last) for b in batches]
+    per_batch = task.batch_size(moved[0])
+    with FlopCounterMode(display=False) as counter:
+        _step(task, model, optimizer, moved[0], precision)
+    flops = counter.get_total_flops() / per_batch
+    for i in range(args.warmup):
+        _step(task, model, optimizer, moved[i % len(moved)], precision)
+    _sync(device)
+    done, start = 0, time.perf_counter()
+    while done < args.steps or (time.perf_counter() - start < args.seconds and not args.quick):
+        _step(task, model, optimizer, moved[done % len(moved)], precision)
+        done += 1
+    _sync(device)
+    return done * per_batch / (time.perf_counter() - start), flops
+
+
+def collect_batches(task, n: int) -> list[dict]:
+    data = task.build_data()
+    loader = torch.utils.data.DataLoader(
+        data.train, batch_size=task.cfg.batch_size, shuffle=True, collate_fn=data.collate_fn
+    )
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
+
+
+def resnet18_setup(args, project: Path):
+    classes = [f"c{i}" for i in range(10)]
+    batch = args.batch or (128 if torch.cuda.is_available() else 32)
+    cfg = load_config(
+        "classify-shapes",
+        [
+            "data.synth=null",
+            f"data.classes={classes}",
+            "img_size=224",
+            f"batch_size={batch}",
+            f"device={args.device}",
+            f"project={project}",
+        ],
+    )
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "image": torch.randn(batch, 3, 224, 224, generator=g),
+            "label": torch.randint(0, len(classes), (batch,), generator=g),
+        }
+        for _ in range(2)
+    ]
+    return "ResNet-18 classify 224px", cfg, build_task(cfg), batches
+
+
+def detector_overrides(args, project: Path) -> list[str]:
+    extra = [f"device={args.device}", f"project={project}"]
+    if args.quick:
+        extra += [
+            f"data.root={project / 'shapes-det' / 'data.yaml'}",
+            "data.synth.n_train=48",
+            "data.synth.n_val=16",
+        ]
+    return extra
+
+
+def detector_setup(args, project: Path):
+    cfg = load_config("detect-shapes", detector_overrides(args, project))
+    task = build_task(cfg)
+    task.prepare_data()
+    return "SSD detect-shapes 128px (demo)", cfg, task, collect_batches(task, 4)
+
+
+def data_wait(args, project: Path, workers: str) -> tuple[float, int, float]:
+    """(data-wait share, workers used, images/s) of the last epoch of a detect-shapes run."""
+    epochs = 1 if args.quick else args.wait_epochs
+    overrides = detector_overrides(args, project) + [
+        f"workers={workers}",
+        f"epochs={epochs}",
+        "train.val_every=1000",
+        "train.plots=false",
+        "train.tensorboard=false",
+        f"name=wait-{workers}",
+    ]
+    if args.quick:
+        overrides.append("train.max_batches=3")
+    cfg = load_config("detect-shapes", overrides)
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task=task)
+    # Only the training epochs: the final validation is not part of the data-wait figure.
+    while trainer.epoch < epochs:
+        trainer._apply_freeze(trainer.epoch)
+        stats = trainer._train_epoch(trainer.epoch)
+        trainer.epoch += 1
+    return stats["data_wait"], trainer.workers, stats["img_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["resnet18", "detector", "wait"], default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=None, help="ResNet-18 batch (default 32 / 128)")
+    ap.add_argument("--steps", type=int, default=5, help="at least this many timed steps")
+    ap.add_argument("--seconds", type=float, default=15.0, help="and at least this long")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--wait-epochs", type=int, default=2, help="data wait: last of N epochs")
+    ap.add_argument("--wait-workers", default="auto", help="comma list, e.g. auto,0,1")
+    ap.add_argument("--quick", action="store_true", help="tiny data and 2 steps (plumbing)")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.seconds, args.warmup = 2, 0.0, 1
+    device = select_device(args.device)
+    project = Path(tempfile.mkdtemp(prefix="train_speed-"))
+    print(f"device: {device}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    if device.type == "cpu":
+        print(f"native bf16 (AMX / AVX-512-BF16, from torch.cpu): {cpu_has_native_bf16()}")
+    auto = resolve_amp("auto", device)
+    low = "fp16" if device.type == "cuda" else "bf16"
+    modes = [
+        ("fp32 NCHW", resolve_amp("fp32", device), False),
+        ("fp32 channels-last", resolve_amp("fp32", device), True),
+        (f"{low} channels-last", resolve_amp(low, device), True),
+        (
+            f"auto ({auto.mode}, channels-last "
+            f"{'on' if resolve_channels_last('auto', device, auto) else 'off'})",
+            auto,
+            resolve_channels_last("auto", device, auto),
+        ),
+    ]
+    if args.only in (None, "resnet18", "detector"):
+        peak_seconds = 0.5 if args.quick else 3.0
+        peaks = {m: gemm_peak(m, device, peak_seconds) for m in ("fp32", low)}
+        for m, p in peaks.items():
+            print(f"GEMM peak {m}: {p / 1e12:.2f} TFLOP/s")
+        setups = []
+        if args.only in (None, "resnet18"):
+            setups.append(resnet18_setup)
+        if args.only in (None, "detector"):
+            setups.append(detector_setup)
+        for setup in setups:
+            title, cfg, task, batches = setup(args, project)
+            print(f"\n{title}, batch {cfg.batch_size}")
+            print(f"  {'mode':<34}{'img/s':>9}{'TFLOP/s':>9}{'roofline':>10}{'vs fp32':>9}")
+            base = None
+            for name, prec, cl in modes:
+                ips, flops = time_training(task, cfg, batches, prec, cl, args)
+                base = base or ips
+                achieved = ips * flops
+                share = achieved / peaks[prec.mode]
+                print(
+                    f"  {name:<34}{ips:>9.1f}{achieved / 1e12:>9.3f}{100 * share:>9.1f}%"
+                    f"{ips / base:>8.2f}x"
+                )
+    if args.only in (None, "wait"):
+        print("\ndata wait, detect-shapes, default settings except workers (training steps only):")
+        for workers in args.wait_workers.split(","):
+            share, used, ips = data_wait(args, project, workers.strip())
+            print(
+                f"  workers={workers} ({used} processes): data wait {100 * share:.1f}% "
+                f"of step time, {ips:.1f} img/s"
+            )
+
+
+if __name__ == "__main__":
+    main()
