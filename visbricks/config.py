@@ -4,13 +4,31 @@ The schema is the defaults themselves (``configs/defaults/base.yaml`` plus the t
 that is not there is unknown, a value whose type differs from the default's is wrong, and both
 errors name the key and suggest the closest valid one. No torch import here, so argument errors
 are instant.
+
+Ranges and types live next to the default, as the start of its trailing comment, ended by ``;``
+(see the top of ``base.yaml``)::
+
+    epochs: 10        # [1, inf); passes over the training set
+    grad_clip: null   # (0, inf) | null; max gradient norm
+    betas: [0.9, 0.999]  # [0, 1) len 2; ...
+
+Grammar of that spec (space-separated, every part optional, in this order):
+``[lo, hi]`` / ``(lo, hi)`` / mixed — an interval, ``inf``/``-inf`` allowed, applied to a number
+or to every number of a (nested) list; a type ``int | float | str | bool | list | mapping`` (for
+null defaults, or a list's elements); ``len N`` — a list of exactly N items; ``{a, b, c}`` —
+the allowed strings; then ``| null`` (null allowed) and ``| mapping`` (a string key that also takes
+a mapping). A key whose default is not null rejects null unless ``| null`` says otherwise. A
+comment that does not parse as a spec up to its first ``;`` is plain text.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import math
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +77,10 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -105,6 +127,214 @@ def _suggest(key: str, schema: Mapping) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+@dataclass
+class Spec:
+    """What a key accepts beyond its default's type, parsed from the default's comment."""
+
+    text: str  # as written, for error messages
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    has_range: bool = False
+    kind: str | None = None  # int | float | str | bool | list | mapping
+    length: int | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    mapping: bool = False
+
+
+_SPEC_RE = re.compile(
+    r"""^\s*
+    (?:(?P<open>[\[(])\s*(?P<lo>[-+]?(?:inf|[0-9.e+-]+))\s*,\s*
+       (?P<hi>[-+]?(?:inf|[0-9.e+-]+))\s*(?P<close>[\])]))?\s*
+    (?P<kind>int|float|str|bool|list|mapping)?\s*
+    (?:len\s+(?P<len>[0-9]+))?\s*
+    (?:\{(?P<choices>[^}]*)\})?\s*
+    (?P<flags>(?:\|\s*(?:null|mapping)\s*)*)$""",
+    re.VERBOSE,
+)
+
+
+def parse_spec(comment: str) -> Spec | None:
+    """The spec at the start of a default's comment (up to its first ``;``), or None."""
+    head = comment.split(";", 1)[0] if ";" in comment else None
+    if head is None or not head.strip():
+        return None
+    m = _SPEC_RE.match(head)
+    if not m:
+        return None
+    spec = Spec(head.strip())
+    if m["open"]:
+        try:
+            spec.lo, spec.hi = float(m["lo"]), float(m["hi"])
+        except ValueError:
+            return None
+        spec.has_range = True
+        spec.lo_open, spec.hi_open = m["open"] == "(", m["close"] == ")"
+    spec.kind = m["kind"]
+    spec.length = int(m["len"]) if m["len"] else None
+    if m["choices"] is not None:
+        spec.choices = tuple(c.strip() for c in m["choices"].split(",") if c.strip())
+    flags = m["flags"] or ""
+    spec.nullable = "null" in flags
+    spec.mapping = "mapping" in flags
+    return spec
+
+
+def read_specs(path: Path) -> dict[str, Spec]:
+    """``{dotted key: Spec}`` from the trailing comments of a defaults file."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    specs: dict[str, Spec] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key_node, value_node in node.value:
+            key = prefix + str(key_node.value)
+            line = lines[key_node.start_mark.line]
+            # The comment of the key's line: the first " #" outside quotes (defaults hold none).
+            hash_at = line.find(" #", key_node.end_mark.column)
+            if hash_at >= 0:
+                spec = parse_spec(line[hash_at + 2 :])
+                if spec is not None:
+                    specs[key] = spec
+            walk(value_node, key + ".")
+
+    walk(yaml.compose(text), "")
+    return specs
+
+
+def _numbers(value: Any) -> list[Any] | None:
+    """Every leaf of a number or (nested) list of numbers; None when something is no number."""
+    if isinstance(value, list):
+        out: list[Any] = []
+        for v in value:
+            sub = _numbers(v)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    return None
+
+
+def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
+    """Null, type, length, choice and range of one key's value; ConfigError names key and spec.
+
+    With a spec, the spec decides which types are allowed (``[0, inf) {auto}``: a count or
+    "auto"); without a type in it, the default's type applies.
+    """
+    allowed = f" (allowed: {spec.text})" if spec else ""
+    if value is None:
+        if default is None or (spec and spec.nullable):
+            return
+        raise ConfigError(f"config key {key!r} cannot be null{allowed}")
+    if spec is None:
+        return
+    kind = spec.kind
+    numeric = spec.has_range or kind in ("int", "float")
+
+    def wrong() -> ConfigError:
+        what = kind or (type(default).__name__ if default is not None else "")
+        what = f"{what} ({spec.text})" if what and what != spec.text else spec.text
+        got = f"{type(value).__name__} {value!r}"
+        return ConfigError(f"config key {key!r} must be {what}, got {got}")
+
+    if isinstance(value, str):
+        if spec.choices is not None:
+            if value in spec.choices:
+                return
+            close = difflib.get_close_matches(value, spec.choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key {key!r} must be {spec.text}, got {value!r}{hint}")
+        if kind == "str" or (kind is None and not numeric and isinstance(default, str)):
+            return
+        raise wrong()
+    if isinstance(value, dict):
+        if spec.mapping or kind == "mapping" or (kind is None and isinstance(default, dict)):
+            return
+        raise wrong()
+    if isinstance(value, bool):
+        if kind == "bool" or (kind is None and isinstance(default, bool)):
+            return
+        raise wrong()
+    if isinstance(value, list):
+        if not (kind in ("list", "int", "float") or (kind is None and isinstance(default, list))):
+            raise wrong()
+        if spec.length is not None and len(value) != spec.length:
+            raise ConfigError(
+                f"config key {key!r} must be a list of {spec.length} ({spec.text}), got {value!r}"
+            )
+        if not numeric:
+            return
+        numbers = _numbers(value)
+        if numbers is None:
+            raise ConfigError(f"config key {key!r} must hold numbers ({spec.text}), got {value!r}")
+    else:  # int or float
+        if not (numeric or (kind is None and isinstance(default, (int, float)))):
+            raise wrong()
+        numbers = [value]
+    want_int = kind == "int" or (
+        kind is None and isinstance(default, int) and not isinstance(default, bool)
+    )
+    for v in numbers:
+        if want_int and not isinstance(v, int):
+            raise ConfigError(f"config key {key!r} must be int ({spec.text}), got {value!r}")
+        low_ok = v > spec.lo if spec.lo_open else v >= spec.lo
+        high_ok = v < spec.hi if spec.hi_open else v <= spec.hi
+        if not (low_ok and high_ok):  # NaN fails both
+            raise ConfigError(f"config key {key!r} must be in {spec.text}, got {value!r}")
+
+
+def _check_name(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"config key 'name' must be a non-empty string, got {value!r}")
+    if value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ConfigError(
+            f"config key 'name' must be one folder name (no '/', '\\', '..' or surrounding "
+            f"spaces): the run goes to <project>/<task>/<name>; got {value!r}"
+        )
+
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _check_plain(key: str, value: Any) -> None:
+    """Only what YAML's core schema means by data: no dates, bytes, sets or tagged objects."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"config key {key!r}: mapping keys must be strings, got {k!r}")
+            _check_plain(f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_plain(key, v)
+    elif not isinstance(value, _PLAIN):
+        raise ConfigError(
+            f"config key {key!r}: {type(value).__name__} values are not allowed "
+            f"(numbers, strings, booleans, null, lists and mappings only), got {value!r}"
+        )
+    elif isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"config key {key!r} is NaN")
+
+
+def validate(cfg: Mapping, schema: Mapping, specs: Mapping[str, Spec], prefix: str = "") -> None:
+    """Check every key of the final config against its default and spec (null, type, range)."""
+    for key, default in schema.items():
+        full = prefix + key
+        value = cfg.get(key)
+        if full == "name":
+            _check_name(value)
+        _check_spec(full, value, default, specs.get(full))
+        if isinstance(default, dict) and default and isinstance(value, dict):
+            validate(value, default, specs, full + ".")
+
+
 def _type_ok(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True  # null defaults accept anything; null values switch a feature off
@@ -115,8 +345,10 @@ def _type_ok(default: Any, value: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, str):
-        # Strings that name a choice may also take a mapping (normalize: {mean, std}).
-        return isinstance(value, (str, dict))
+        # An ``auto`` default also takes the explicit value it stands for (workers: 2, amp: false).
+        if default == "auto" and isinstance(value, (bool, int)):
+            return True
+        return isinstance(value, str)  # a mapping only where the key's spec says "| mapping"
     if isinstance(default, list):
         return isinstance(value, list)
     if isinstance(default, dict):
@@ -125,21 +357,34 @@ def _type_ok(default: Any, value: Any) -> bool:
 
 
 def _merge(
-    base: dict, update: Mapping, schema: Mapping | None, root: Mapping, path: str = ""
+    base: dict,
+    update: Mapping,
+    schema: Mapping | None,
+    root: Mapping,
+    path: str = "",
+    specs: Mapping[str, Spec] | None = None,
 ) -> None:
     """Merge ``update`` into ``base`` in place, checking every key against ``schema``.
 
     ``schema`` is the part of the defaults at ``path`` (None inside an open mapping); ``root`` is
     the whole schema, for suggestions.
     """
+    specs = specs or {}
     for key, value in update.items():
         full = path + str(key)
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {full!r} must be a string")
+        _check_plain(full, value)
         if schema is not None:
             if key not in schema:
                 raise ConfigError(f"unknown config key {full!r}{_suggest(full, root)}")
             default = schema[key]
             if full == "img_size":
                 parse_img_size(value)
+            elif full == "name" and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # name=123 means the folder "123"
+            elif full in specs:
+                _check_spec(full, value, default, specs[full])
             elif not _type_ok(default, value):
                 raise ConfigError(
                     f"config key {full!r} must be {type(default).__name__}, "
@@ -149,7 +394,7 @@ def _merge(
         else:
             sub_schema = None  # inside an open mapping: anything goes
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value, sub_schema, root, full + ".")
+            _merge(base[key], value, sub_schema, root, full + ".", specs)
         else:
             base[key] = copy.deepcopy(value)
 
@@ -169,11 +414,55 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. optim.lr=0.01)")
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key (write key=value, e.g. optim.lr=0.01)")
     try:
+        # A tag (!!python/..., !!binary, !custom) asks YAML to build a typed object: refused,
+        # whatever the safe loader would make of it.
+        if any(isinstance(t, yaml.TagToken) for t in yaml.scan(raw)):
+            raise ConfigError(f"override {key!r}: YAML tags (!!...) are not allowed in values")
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: cannot parse the value ({e})") from None
-    return key.strip().split("."), value
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"override {key!r}: cannot parse the value {raw!r} ({first})") from None
+    return key.split("."), value
+
+
+# What describes a preset's own data source: reset when the user points it at other data.
+_DATA_SOURCE_KEYS = ("format", "train", "val", "classes")
+
+
+def _own_data(
+    pairs: list[tuple[list[str], Any]], synthetic: bool
+) -> list[tuple[list[str], Any]]:
+    """``data=PATH`` is ``data.root=PATH``. Giving ``data.root`` to a preset with synthetic
+    data replaces its data source: the generator (``data.synth``) and the format/split/class
+    keys go back to the task defaults (auto-detection) unless those are overridden too."""
+    pairs = [(["data", "root"], v) if k == ["data"] and not isinstance(v, dict) else (k, v)
+             for k, v in pairs]
+    given = {tuple(k[:2]) for k, _ in pairs}  # data.synth.n_train=8 counts as giving data.synth
+    if ("data", "root") not in given or not synthetic:
+        return pairs
+    keys = ("synth", *_DATA_SOURCE_KEYS)
+    return [(["data", k], _RESET) for k in keys if ("data", k) not in given] + pairs
+
+
+def _mapping_at(cfg: dict, keys: list[str]) -> dict | None:
+    """The mapping at dotted ``keys`` of ``cfg``, or None if a key is missing or no mapping."""
+    node: Any = cfg
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node if isinstance(node, dict) else None
+
+
+class _Reset:
+    """Marker override: put the key back to its task default (see ``_own_data``)."""
+
+
+_RESET = _Reset()
 
 
 def load_config(
@@ -185,35 +474,64 @@ def load_config(
     else:
         path, stem = _find_config(name)
         user, source = _read_yaml(path), str(path)
-    override_pairs = [parse_override(o) for o in overrides]
+    preset_data = user.get("data") if isinstance(user.get("data"), Mapping) else {}
+    override_pairs = _own_data(
+        [parse_override(o) for o in overrides], synthetic=bool(preset_data.get("synth"))
+    )
 
     # The task decides which defaults apply, so it is read first (an override may change it).
     task = user.get("task", "classify")
     for keys, value in override_pairs:
         if keys == ["task"]:
             task = value
+    tasks = sorted(p.stem for p in DEFAULTS_DIR.glob("*.yaml") if p.stem != "base")
     task_file = DEFAULTS_DIR / f"{task}.yaml"
-    if not task_file.is_file():
-        tasks = sorted(p.stem for p in DEFAULTS_DIR.glob("*.yaml") if p.stem != "base")
+    if not isinstance(task, str) or task not in tasks:
         close = difflib.get_close_matches(str(task), tasks, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown task {task!r} in {source}{hint} (tasks: {', '.join(tasks)})")
 
     cfg = _read_yaml(DEFAULTS_DIR / "base.yaml")
     _merge(cfg, _read_yaml(task_file), None, cfg)  # task defaults extend the schema
+    specs = schema_specs(task)
     schema = copy.deepcopy(cfg)
     try:
-        _merge(cfg, user, schema, schema)
+        _merge(cfg, user, schema, schema, specs=specs)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     for keys, value in override_pairs:
+        if value is _RESET:
+            node, default = cfg, schema
+            for k in keys[:-1]:
+                node, default = node[k], default[k]
+            node[keys[-1]] = copy.deepcopy(default[keys[-1]])
+            continue
+        if value == {} and _mapping_at(cfg, keys):
+            # key={} empties the mapping (as key=null switches it off) instead of merging
+            # nothing into it: data.synth={} and data.synth=null mean the same thing.
+            _mapping_at(cfg, keys[:-1])[keys[-1]] = {}
+            continue
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        _merge(cfg, nested, schema, schema)
+        _merge(cfg, nested, schema, schema, specs=specs)
+    validate(cfg, schema, specs)
     if cfg.get("name") is None:
         cfg["name"] = stem
+        _check_name(stem)
     return _wrap(cfg)
+
+
+_SPEC_CACHE: dict[str, dict[str, Spec]] = {}
+
+
+def schema_specs(task: str) -> dict[str, Spec]:
+    """The specs of base.yaml with the task file's on top (cached: the files ship with us)."""
+    if task not in _SPEC_CACHE:
+        specs = read_specs(DEFAULTS_DIR / "base.yaml")
+        specs.update(read_specs(DEFAULTS_DIR / f"{task}.yaml"))
+        _SPEC_CACHE[task] = specs
+    return _SPEC_CACHE[task]
 
 
 def save_config(cfg: Mapping, path: str | Path) -> None:

@@ -11,6 +11,7 @@ import yaml
 from torch import nn
 
 from ..config import Config, load_config
+from ..engine.checkpoint import read_checkpoint
 from ..engine.weights import read_state_dict
 from ..errors import WeightsError
 
@@ -36,15 +37,31 @@ def _locate(path: Path) -> tuple[Path, dict]:
             f"no weights at {path} (give a run folder, best.safetensors or last.ckpt)"
         )
     if path.suffix == ".ckpt":
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        return path, {"config": ckpt["config"], "classes": ckpt["classes"], "epoch": ckpt["epoch"]}
+        ckpt = read_checkpoint(path, ("model", "config", "classes"))
+        return path, {
+            "config": ckpt["config"],
+            "classes": ckpt["classes"],
+            "epoch": ckpt.get("epoch"),
+        }
     meta = path.with_suffix(".yaml")
     if not meta.is_file():
         raise WeightsError(
             f"{path} has no {meta.name} beside it: it holds the config and classes the model needs"
         )
-    with open(meta) as f:
-        return path, yaml.safe_load(f)
+    try:
+        info = yaml.safe_load(meta.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{meta}: not readable YAML ({first})") from None
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("config"), dict)
+        or not isinstance(info.get("classes"), list)
+    ):
+        raise WeightsError(
+            f"{meta}: expected a mapping with 'config' and 'classes' (as training writes it)"
+        )
+    return path, info
 
 
 def load_run(
