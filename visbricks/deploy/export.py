@@ -15,13 +15,13 @@ outputs that do not depend on the input, such as the detector's anchors.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..engine.checkpoint import atomic_write
 from ..errors import VisbricksError
 from .loading import LoadedRun
 
@@ -92,6 +92,20 @@ def compare_outputs(
     return diffs
 
 
+def wrap_outputs(run: LoadedRun) -> tuple[TensorOutputs, list, list[str], torch.Tensor]:
+    """(tuple-output wrapper, output keys, output names, example batch) of a run's network."""
+    model = run.model.cpu().eval()
+    height, width = run.task.img_size
+    channels = run.cfg.model.in_channels
+    # Batch 2 for the trace: a batch of 1 would be specialised as a constant.
+    example = torch.randn(2, channels, height, width)
+    with torch.no_grad():
+        sample = model(example)
+    keys = sorted(sample, key=str) if isinstance(sample, dict) else [None]
+    names = [_output_name(k) for k in keys] if keys != [None] else ["output"]
+    return TensorOutputs(model, keys).eval(), keys, names, example
+
+
 def export(
     run: LoadedRun,
     out: str | Path,
@@ -105,19 +119,13 @@ def export(
         raise ExportError(f"export format must be 'onnx' or 'pt2', got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = run.model.cpu().eval()
-    height, width = run.task.img_size
-    channels = run.cfg.model.in_channels
-    # Batch 2 for the trace: a batch of 1 would be specialised as a constant.
-    example = torch.randn(2, channels, height, width)
-    with torch.no_grad():
-        sample = model(example)
-    keys = sorted(sample, key=str) if isinstance(sample, dict) else [None]
-    names = [_output_name(k) for k in keys] if keys != [None] else ["output"]
-    wrapper = TensorOutputs(model, keys).eval()
+    wrapper, keys, names, example = wrap_outputs(run)
+    channels, height, width = example.shape[1:]
 
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")  # keeps the suffix loaders check
-    try:
+    diffs: dict[str, float] = {}
+
+    def write(tmp_name: str) -> None:
+        tmp = Path(tmp_name)  # ends in out's suffix: the loaders go by it
         try:
             if fmt == "onnx":
                 _export_onnx(wrapper, example, tmp, names)
@@ -132,18 +140,17 @@ def export(
         except Exception as e:  # the exporters fail deep inside torch; say what and where
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(
-                f"{run.cfg.model.backbone} ({run.cfg.task}) could not be exported to {fmt}: "
-                f"{first}"
+                f"{run.cfg.model.backbone} ({run.cfg.task}) could not be exported to {fmt}: {first}"
             ) from e
         check = torch.randn(check_batch, channels, height, width)
         with torch.no_grad():
             reference = [t.numpy() for t in wrapper(check)]
         candidate = _run_exported(tmp, fmt, check)
-        diffs = compare_outputs(names, reference, candidate, atol, rtol)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_sidecar(run, out, fmt, names, (height, width), channels)
+        # Verified before it is renamed into place: a failed check leaves no file at out.
+        diffs.update(compare_outputs(names, reference, candidate, atol, rtol))
+
+    atomic_write(out, write, suffix=out.suffix)
+    _write_sidecar(run, out, fmt, keys, names, (height, width), channels)
     return ExportReport(out, fmt, names, diffs, check_batch)
 
 
@@ -180,9 +187,107 @@ def _run_exported(path: Path, fmt: str, images: torch.Tensor) -> list:
     return session.run(None, {"images": images.numpy()})
 
 
+def _json_key(key: object) -> object:
+    return list(key) if isinstance(key, tuple) else key
+
+
+def preprocess_info(run: LoadedRun) -> dict:
+    """How an RGB uint8 image becomes the input tensor, in words and numbers."""
+    cfg, task = run.cfg, run.task
+    steps: dict = {"image": "RGB uint8 HWC → float CHW / 255, then (x - mean) / std"}
+    if hasattr(task, "to_original"):  # box tasks: letterbox, boxes mapped back to the image
+        steps.update(
+            resize="letterbox: scale = min(H / h, W / w), resized image centred on a canvas "
+            "of the input size filled with 114, then padded bottom/right to a multiple of 32",
+            fill=114,
+            pad_to_stride=32,
+            inverse="image_xy = (canvas_xy - (pad_x, pad_y)) / scale, clipped to the image",
+        )
+    elif cfg.task in ("classify", "multilabel"):
+        ratio = cfg.data.aug.crop_ratio
+        steps.update(
+            resize=f"short side (or both sides when not square) to input / {ratio} "
+            "(bilinear, antialiased), then centre crop to the input size",
+            crop_ratio=ratio,
+        )
+    else:
+        steps.update(resize="bilinear resize to the input size")
+    return steps
+
+
+def decode_info(run: LoadedRun) -> dict:
+    """What the outputs mean, enough to decode them without our source."""
+    cfg, task = run.cfg, run.task
+    if cfg.task == "detect":
+        head = run.model.head
+        gen = head.anchor_generator
+        return {
+            "kind": "ssd",
+            "cls_logits": "(batch, A, C + 1): column 0 is background, class c is column c + 1",
+            "background_column": 0,
+            "scores": "sigmoid of columns 1..C (focal)"
+            if task.focal
+            else "softmax over all C + 1 columns, then drop column 0",
+            "box_deltas": "(batch, A, 4) SSD deltas (dx, dy, dw, dh) / variances",
+            "decode": "cx = acx + dx*vx*aw, cy = acy + dy*vy*ah, w = aw*exp(min(dw*vw, clip)), "
+            "h = ah*exp(min(dh*vh, clip)) → XYXY input pixels",
+            "variances": list(task.box_coder.variances),
+            "clip": task.box_coder.clip,
+            "anchors": {
+                "output": "anchors (A, 4) XYXY input pixels, the same for every image",
+                "order": "level, then y, then x, then k (sizes × aspect ratios)",
+                "sizes": gen.sizes,
+                "aspect_ratios": gen.aspect_ratios,
+                "strides": head.strides,
+                "clip": gen.clip,
+            },
+            "nms": {
+                "per_class_iou": cfg.eval.nms_thresh,
+                "score_thresh": cfg.eval.conf_thresh,
+                "topk_candidates": cfg.eval.topk_candidates,
+                "max_detections": cfg.eval.max_detections,
+            },
+        }
+    if cfg.task == "locate":
+        return {
+            "kind": "locate",
+            "boxes": "(batch, 4) XYXY input-canvas pixels (undo the letterbox)",
+            "logits": "(batch, C) softmax over the classes",
+        }
+    if cfg.task == "multilabel":
+        return {
+            "kind": "multilabel",
+            "logits": "(batch, C) sigmoid per class",
+            "threshold": cfg.eval.threshold,
+        }
+    if cfg.task == "classify":
+        return {"kind": "classify", "logits": "(batch, C) softmax over the classes"}
+    if cfg.task == "depth":
+        m = cfg.model
+        return {
+            "kind": "depth",
+            "disp": "sigmoid disparity s; depth = 1 / (1/max + (1/min - 1/max) * s)",
+            "min_depth": m.get("min_depth"),
+            "max_depth": m.get("max_depth"),
+        }
+    if hasattr(task, "decode_info"):  # tasks that describe their own outputs (lanes)
+        return task.decode_info()
+    return {"kind": cfg.task}
+
+
 def _write_sidecar(
-    run: LoadedRun, out: Path, fmt: str, names: list[str], size: tuple[int, int], channels: int
+    run: LoadedRun,
+    out: Path,
+    fmt: str,
+    keys: list,
+    names: list[str],
+    size: tuple[int, int],
+    channels: int,
+    extra: dict | None = None,
 ) -> None:
+    """The JSON beside an exported file: everything needed to feed it and decode its outputs,
+    and the resolved config our tools rebuild the task from."""
+    model = getattr(run.model, "model", run.model)  # an eager run's network
     info = {
         "format": fmt,
         "task": run.cfg.task,
@@ -190,12 +295,18 @@ def _write_sidecar(
             "name": "images",
             "shape": ["batch", channels, size[0], size[1]],
             "dtype": "float32",
-            "layout": "RGB, 0..1 then (x - mean) / std",
+            "layout": "NCHW, RGB, 0..1 then (x - mean) / std",
             "mean": list(run.task.mean),
             "std": list(run.task.std),
         },
+        "preprocess": preprocess_info(run),
         "outputs": names,
+        "output_keys": [_json_key(k) for k in keys],
+        "decode": decode_info(run),
         "classes": list(run.classes),
+        "params": sum(p.numel() for p in model.parameters()),
         "weights": str(run.weights),
+        "config": run.cfg.to_dict(),
+        **(extra or {}),
     }
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))

@@ -80,13 +80,17 @@ def _predict_files(run, model, files: list[Path], out_dir: Path, batch_size: int
         images = [read_image(f) for f in chunk]
         preds = _predict_images(run, model, images, device)
         for file, image, pred in zip(chunk, images, preds):
-            name = file.name
+            # Outputs are PNGs named by stem: a.jpg and a.png, or x.jpg in two folders, would
+            # write the same file, so a taken name gets the extension, then a number.
+            name = f"{file.stem}.png"
             n = 2
-            while name in names:  # same file name in two folders: keep both
-                name = f"{file.stem}-{n}{file.suffix}"
-                n += 1
+            while name in names:
+                name = f"{file.stem}_{file.suffix.lstrip('.')}.png"
+                if name in names:
+                    name = f"{file.stem}-{n}.png"
+                    n += 1
             names.add(name)
-            write_image(out_dir / (Path(name).stem + ".png"), run.task.annotate(image, pred))
+            write_image(out_dir / name, run.task.annotate(image, pred))
             results.append({"file": str(file), **_public(pred)})
     return results
 
