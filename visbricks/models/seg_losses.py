@@ -1,0 +1,131 @@
+"""Semantic-segmentation losses: cross-entropy with an ignore index, class weights, OHEM, Dice.
+
+Everything is computed in float32 whatever the logits' dtype: under bf16/fp16 autocast a
+softmax over many pixels and a sum of per-pixel losses lose the precision the gradient needs.
+
+OHEM (online hard example mining, as in mmseg's ``OHEMPixelSampler`` and the lane/real-time
+segmentation repos): a pixel is kept when the predicted probability of its true class is below
+``ohem_thresh``; at least ``ohem_min_kept`` of the hardest pixels are kept so an easy batch
+still trains. The CE is averaged over kept pixels only.
+
+Dice is the soft multi-class Dice over the batch: ``1 - mean_c 2|P∩G| / (|P| + |G|)`` on
+softmax probabilities, ignored pixels excluded, with mmseg's smoothing of 1 so a class absent
+from both prediction and ground truth scores ≈ 1 rather than 0/0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+IGNORE_INDEX = 255
+
+
+class SegmentationLoss(nn.Module):
+    """``ce_weight · CE (optionally OHEM) + dice_weight · Dice``; returns a dict of terms."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = IGNORE_INDEX,
+        class_weights: Sequence[float] | None = None,
+        ce_weight: float = 1.0,
+        dice_weight: float = 0.0,
+        ohem_thresh: float | None = None,
+        ohem_min_kept: int = 10000,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if class_weights is not None:
+            if len(class_weights) != num_classes:
+                raise ConfigError(
+                    f"loss.class_weights has {len(class_weights)} values for {num_classes} classes"
+                )
+            if any(float(w) < 0 for w in class_weights):
+                raise ConfigError("loss.class_weights must be non-negative")
+            self.register_buffer(
+                "class_weights", torch.tensor([float(w) for w in class_weights]), persistent=False
+            )
+        else:
+            self.class_weights = None
+        if ohem_thresh is not None and not 0.0 < float(ohem_thresh) <= 1.0:
+            raise ConfigError(f"loss.ohem_thresh must be in (0, 1] or null, got {ohem_thresh!r}")
+        if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight <= 0:
+            raise ConfigError("loss.ce_weight and loss.dice_weight must be ≥ 0, not both 0")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+        self.ohem_thresh = None if ohem_thresh is None else float(ohem_thresh)
+        self.ohem_min_kept = int(ohem_min_kept)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``logits`` (N, C, H, W), ``target`` (N, H, W) int class indices (ignore allowed)."""
+        logits = logits.float()
+        target = target.long()
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, target.shape[-2:], mode="bilinear", align_corners=False)
+        valid = target != self.ignore_index
+        # A label outside the class range that is not the ignore index is bad data, and CE would
+        # fail on it with an opaque device assert: treat it as ignored (data check reports it).
+        valid &= (target >= 0) & (target < self.num_classes)
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        terms: dict[str, torch.Tensor] = {}
+        total = logits.new_zeros(())
+        if self.ce_weight > 0:
+            ce = self._cross_entropy(logits, safe_target, valid)
+            terms["ce"] = ce.detach()
+            total = total + self.ce_weight * ce
+        if self.dice_weight > 0:
+            dice = self._dice(logits, safe_target, valid)
+            terms["dice"] = dice.detach()
+            total = total + self.dice_weight * dice
+        terms["loss"] = total
+        return terms
+
+    def _cross_entropy(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        per_pixel = F.cross_entropy(
+            logits, target, weight=weight, reduction="none", label_smoothing=self.label_smoothing
+        )
+        keep = valid
+        if self.ohem_thresh is not None:
+            with torch.no_grad():
+                prob = logits.softmax(1).gather(1, target[:, None])[:, 0]
+                prob = torch.where(valid, prob, torch.ones_like(prob))  # ignored: never "hard"
+                n_valid = int(valid.sum())
+                min_kept = min(self.ohem_min_kept, n_valid)
+                threshold = torch.tensor(self.ohem_thresh, device=prob.device)
+                if min_kept > 0:
+                    # Raise the threshold to the min_kept-th smallest probability when fewer
+                    # pixels than that are below it.
+                    kth = prob.flatten().kthvalue(min_kept).values
+                    threshold = torch.maximum(threshold, kth)
+                keep = valid & (prob <= threshold)
+        if weight is not None:
+            # Weighted mean as F.cross_entropy's 'mean' reduction defines it: Σ w·l / Σ w.
+            denom = (weight[target] * keep).sum()
+        else:
+            denom = keep.sum()
+        return (per_pixel * keep).sum() / denom.clamp_min(1e-6)
+
+    def _dice(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        prob = logits.softmax(1) * valid[:, None]
+        onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
+        onehot = onehot * valid[:, None]
+        dims = (0, 2, 3)
+        inter = (prob * onehot).sum(dims)
+        denom = prob.sum(dims) + onehot.sum(dims)
+        # smooth = 1 (mmseg's DiceLoss): a class absent from both scores ≈ 1 instead of 0/0.
+        dice = (2 * inter + 1.0) / (denom + 1.0)
+        return 1.0 - dice.mean()
