@@ -45,8 +45,6 @@ disk (~150 kB a frame, mostly the float32 depth).
 from __future__ import annotations
 
 import numbers
-import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -56,8 +54,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 from ..io import write_image
+from .publish import generate_once
 
 CAMERA_HEIGHT = 1.5  # metres above the road
 LANE_WIDTH = 3.2
@@ -618,7 +617,7 @@ def _lambert(normals: np.ndarray) -> np.ndarray:
     return _AMBIENT + _DIFFUSE * np.clip(normals @ _SUN, 0.0, None)
 
 
-def _shade_ground(scene, p, kind, fp) -> np.ndarray:
+def _shade_ground(scene, p, kind, fp, road_paint: bool = True) -> np.ndarray:
     road = scene.road
     x, z = p[:, 0], p[:, 2]
     s, lat = road.arc_length(z), road.lateral(x, z)
@@ -635,7 +634,7 @@ def _shade_ground(scene, p, kind, fp) -> np.ndarray:
         paint = _line(lr, 0.07, fr) * dash
         paint = np.maximum(paint, _line(np.abs(lr) - LANE_WIDTH, 0.06, fr))
         bay = _line(np.mod(sr + 3.0, 6.0) - 3.0, 0.06, fr) * (np.abs(lr) > LANE_WIDTH)
-        paint = np.maximum(paint, bay * 0.8) * (0.75 + 0.25 * grain)
+        paint = np.maximum(paint, bay * 0.8) * (0.75 + 0.25 * grain) * road_paint
         asphalt = grey[:, None] * np.array([1.0, 0.98, 0.95])
         out[r] = asphalt + paint[:, None] * (np.array([0.88, 0.87, 0.80]) - asphalt)
 
@@ -775,8 +774,11 @@ def _footprint(pixel: np.ndarray, unit_dirs: np.ndarray, normals: np.ndarray) ->
     return pixel / np.maximum(cos, 0.02) ** 0.75
 
 
-def shade(scene: DrivingScene, hits: RayHits, K) -> np.ndarray:
-    """RGB float image in [0, 1] for ``hits``: procedural world-space texture, Lambertian light."""
+def shade(scene: DrivingScene, hits: RayHits, K, road_paint: bool = True) -> np.ndarray:
+    """RGB float image in [0, 1] for ``hits``: procedural world-space texture, Lambertian light.
+
+    ``road_paint=False`` leaves the asphalt bare (the lanes generator paints its own markings).
+    """
     K = np.asarray(K, dtype=np.float64)
     focal = 0.5 * (K[0, 0] + K[1, 1])
     dirs = hits.directions.reshape(-1, 3)
@@ -802,7 +804,7 @@ def shade(scene: DrivingScene, hits: RayHits, K) -> np.ndarray:
                 [-side * np.cos(heading), np.zeros_like(zk), side * np.sin(heading)], -1
             )
         fp = _footprint(pixel[ground], unit[ground], normals)
-        colour = _shade_ground(scene, points[ground], kind, fp)
+        colour = _shade_ground(scene, points[ground], kind, fp, road_paint)
         rgb[ground] = colour * _lambert(normals)[:, None]
 
     faces = np.flatnonzero(hits.box.ravel() >= 0)
@@ -906,30 +908,6 @@ def _render_all(jobs: list[tuple], workers: int, bar) -> None:
             raise
 
 
-def _reuse(out: Path, params: dict) -> bool:
-    """True if ``out`` already holds this exact dataset; raise if it holds anything else."""
-    if not out.exists():
-        return False
-    marker = out / ".complete"
-    if marker.is_file():
-        try:
-            found = yaml.safe_load(marker.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise DataError(f"cannot read the generation marker {marker}: {e}") from None
-        if found == params:
-            return True
-        raise DataError(
-            f"{out} already holds a driving dataset generated with {found}, not the requested "
-            f"{params}; delete the folder or choose another output folder"
-        )
-    if out.is_dir() and not any(out.iterdir()):
-        return False
-    raise DataError(
-        f"{out} exists and is not a finished 'data synth driving' dataset (no .complete marker); "
-        "refusing to overwrite it: delete it or choose another output folder"
-    )
-
-
 def write_driving(
     out: str | Path,
     sequences: int = 8,
@@ -960,13 +938,8 @@ def write_driving(
         "val_sequences": int(val_sequences),
         "seed": int(seed),
     }
-    out = Path(out)
-    if _reuse(out, params):
-        return out
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # only ever ours: the name carries our pid
-    tmp.mkdir(parents=True)
-    try:
+
+    def build(tmp: Path) -> None:
         names = [f"seq_{i:02d}" for i in range(params["sequences"])]
         size = (params["frames"], params["width"], params["height"])
         jobs = [
@@ -981,18 +954,7 @@ def write_driving(
         for split, chosen in (("train", names[:n_train]), ("val", names[n_train:])):
             lines = [f"{name} {k}\n" for name in chosen for k in range(1, params["frames"] - 1)]
             (tmp / "splits" / f"{split}.txt").write_text("".join(lines))
-        (tmp / ".complete").write_text(yaml.safe_dump(params, sort_keys=False))
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # an empty placeholder folder counts as absent
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            # Another process finished the same dataset first: keep theirs if it matches.
-            if _reuse(out, params):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return generate_once(
+        out, params, build, lambda p: yaml.safe_dump(p, sort_keys=False), "driving dataset"
+    )
