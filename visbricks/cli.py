@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,14 +21,20 @@ def _train(args: argparse.Namespace) -> None:
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
     if resume:
         # Resume continues the saved run: its own config, plus what the user changes (epochs).
-        import torch
+        from .engine.checkpoint import RESUME_KEYS, read_checkpoint
 
-        if not Path(resume).is_file():
-            raise VisbricksError(f"resume: checkpoint not found: {resume}")
-        saved = torch.load(resume, map_location="cpu", weights_only=True)["config"]
+        saved = read_checkpoint(resume, RESUME_KEYS)["config"]
         cfg = load_config(saved, overrides)
     else:
         cfg = load_config(args.config, overrides)
+    from .engine.distributed import env_world_size, launch_standalone
+
+    if cfg.devices > 1 and env_world_size() == 1:
+        # devices=N: the same command, once per device, under torchrun --standalone.
+        code = launch_standalone(cfg.devices, ["train", args.config, *overrides])
+        if code:
+            raise VisbricksError(f"training under torchrun failed (exit code {code})")
+        return
     run_training(cfg)
 
 
@@ -43,14 +48,20 @@ def run_training(cfg):
     trainer = Trainer(cfg, model, data, task=task)
     metrics = trainer.fit()
     print(f"results: {trainer.run_dir}  (best weights: {trainer.weights_dir / 'best.safetensors'})")
+    trainer.dist.close()  # torchrun: leave the process group; one process: nothing
     return trainer, metrics
 
 
 def _eval(args: argparse.Namespace) -> dict:
-    from .deploy.loading import load_run
+    from .deploy.runtime import describe, load_any
+    from .engine.precision import resolve_workers
     from .engine.trainer import select_device
 
-    run = load_run(args.weights, args.overrides)
+    split = args.split
+    overrides = list(args.overrides)
+    if split != "val":  # the split to evaluate is read where the val split would be
+        overrides.append(f"data.val={split}")
+    run = load_any(args.weights, args.backend, overrides)
     device = select_device(run.cfg.device)
     data = run.task.build_data()
     from torch.utils.data import DataLoader
@@ -59,30 +70,47 @@ def _eval(args: argparse.Namespace) -> dict:
         data.val,
         batch_size=run.cfg.batch_size,
         collate_fn=data.collate_fn,
-        num_workers=run.cfg.workers,
+        num_workers=resolve_workers(run.cfg.workers, device, bool(run.cfg.data.cache)),
     )
-    out_dir = Path(args.out) if args.out else run.weights.parent.parent / "eval"
+    out_dir = _eval_out(args.out, run)
     out_dir.mkdir(parents=True, exist_ok=True)
     run.model.to(device)
-    metrics = run.task.evaluate(run.model, loader, device, out_dir)
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=1)
-    print(f"evaluated {run.weights} on {len(data.val)} validation images")
-    for k, v in metrics.items():
+    result = run.task.evaluate(run.model, loader, device, split=split)
+    path = result.save(out_dir)  # metrics.json and the evaluator's figures and files
+    where = "validation" if split == "val" else split
+    print(f"evaluated {run.weights} ({describe(run)}) on {len(data.val)} {where} images")
+    for k, v in result.metrics.items():
         print(f"  {k:<24} {v:.4f}")
-    if hasattr(run.task, "format_report"):
-        print(run.task.format_report(metrics))
-    print(f"written: {out_dir / 'metrics.json'}")
-    return metrics
+    print(result.table)
+    print(f"written: {path}")
+    return result.metrics
+
+
+def _eval_out(out: str | None, run) -> Path:
+    """``--out``, checked against the inputs; by default ``eval/`` in the weights' run folder, or
+    ``<weights stem>-eval/`` beside weights that belong to no run folder."""
+    from .engine.rundir import check_output, run_dir_of
+
+    if out:
+        return check_output(out, [run.weights], "eval --out")
+    run_dir = run_dir_of(run.weights)
+    if run_dir is not None:
+        return run_dir / "eval"
+    return run.weights.parent / f"{run.weights.stem}-eval"
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .deploy.loading import load_run
     from .deploy.predict import predict
-    from .engine.rundir import new_run_dir
+    from .deploy.runtime import load_any
+    from .engine.rundir import check_output, new_run_dir, run_dir_of, unique_dir
 
-    run = load_run(args.weights)
-    out = Path(args.out) if args.out else new_run_dir("runs", "predict", run.cfg.name)
+    run = load_any(args.weights, args.backend)
+    if args.out:
+        out = check_output(args.out, [args.source, run.weights], "predict --out")
+    elif (home := run_dir_of(run.weights)) is not None:
+        out = unique_dir(home / "predict")  # next to the run the weights belong to
+    else:
+        out = new_run_dir(run.cfg.project, "predict", run.cfg.name)
     predict(run, args.source, out)
     print(f"predictions written to {out} (annotated images or video + predictions.json)")
 
@@ -90,9 +118,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     import torch
 
-    from .deploy.benchmark import benchmark
-    from .deploy.loading import load_run
-    from .engine.trainer import select_device
+    from .deploy.benchmark import bench_weights
 
     try:
         batches = tuple(int(b) for b in args.batch.split(","))
@@ -100,29 +126,51 @@ def _bench(args: argparse.Namespace) -> None:
         raise VisbricksError(f"--batch takes sizes like 1,8; got {args.batch!r}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = load_run(args.weights)
-    device = select_device(args.device or run.cfg.device)
-    report = benchmark(
-        run.model,
-        run.task.img_size,
+    report = bench_weights(
+        args.weights,
         batches,
-        run.cfg.model.in_channels,
+        backend=args.backend,
+        device=args.device,
         warmup=args.warmup,
         iters=args.iters,
-        device=device,
+        fuse=not args.no_fuse,
+        compare=args.compare,
+        calib=args.calib,
     )
-    print(f"{run.weights}")
+    print(f"{args.weights}")
     print(report)
 
 
 def _export(args: argparse.Namespace) -> None:
     from .deploy.export import export
     from .deploy.loading import load_run
+    from .engine.rundir import check_output
 
     run = load_run(args.weights)
     suffix = {"onnx": ".onnx", "pt2": ".pt2"}[args.format]
     out = Path(args.out) if args.out else run.weights.with_suffix(suffix)
+    meta = run.weights.with_suffix(".yaml")
+    # Next to the weights is the documented default: only the input files themselves are off.
+    check_output(out, [run.weights, meta], "export --out", folder=False)
     print(export(run, out, args.format, atol=args.atol))
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from .deploy.loading import load_run
+    from .deploy.quantize import quantize
+
+    run = load_run(args.weights)
+    if args.out:
+        from .engine.rundir import check_output
+
+        meta = run.weights.with_suffix(".yaml")
+        check_output(args.out, [run.weights, meta], "quantize --out", folder=False)
+    layers = [x for x in (args.float or "").split(",") if x]
+    print(
+        quantize(
+            run, args.out, args.backend, args.calib, layers, args.max_drop, bench_iters=args.iters
+        )
+    )
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -153,6 +201,10 @@ def _data_synth(args: argparse.Namespace) -> None:
             if args.size:
                 sizes["width"] = sizes["height"] = args.size
             out = shapes.write_detection(args.out, fmt=args.format, seed=args.seed, **sizes)
+    elif args.kind == "lanes":
+        from .data.synth import lanes
+
+        out = lanes.write_lanes(args.out, seed=args.seed, progress=True)
     else:
         from .data.synth import driving
 
@@ -161,15 +213,22 @@ def _data_synth(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> None:
-    from .data.check import check_dataset
+    from .data.check import check_dataset, fix_dataset
 
+    if args.fix:
+        report, written = fix_dataset(args.data, args.fix)
+        print(report.format())
+        print(f"cleaned copy written: {written}")
+        return
     report = check_dataset(args.data, strict=args.strict)
     print(report.format())
 
 
 def _data_convert(args: argparse.Namespace) -> None:
     from .data.formats import convert
+    from .engine.rundir import check_output
 
+    check_output(args.out, [args.src], "data convert --out", around=False)
     out = convert(args.src, args.out, to=args.to)
     print(f"converted {args.src} to {args.to} in {out}")
 
@@ -199,8 +258,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"task: {cfg.task}  preset: {args.preset}  training+eval time: {train_time:.0f}s")
     for k, v in metrics.items():
         print(f"  {k:<20} {v:.4f}")
-    if hasattr(trainer.task, "format_report"):
-        print(trainer.task.format_report(metrics))
+    if trainer.last_eval is not None:
+        print(trainer.last_eval.table)
     print(f"run folder:      {trainer.run_dir}")
     print(f"  config:        {trainer.run_dir / 'config.yaml'}")
     print(f"  results:       {trainer.run_dir / 'results.csv'}")
@@ -224,19 +283,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides; resume=PATH continues a run")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="metrics of trained weights on the validation split")
-    e.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    e = sub.add_parser("eval", help="metrics of trained weights on the val (or --split) split")
+    e.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
     e.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
     e.add_argument("--out", help="folder for metrics.json and plots (default: <run>/eval)")
+    e.add_argument(
+        "--split",
+        default="val",
+        help="split to evaluate (default val); metrics are named after it, e.g. test/mAP50",
+    )
+    e.add_argument(
+        "--backend",
+        choices=["eager", "onnxruntime", "pt2"],
+        help="run in this backend (default: from the file type; .onnx, .pt2 or weights)",
+    )
     e.set_defaults(func=_eval)
 
-    b = sub.add_parser("bench", help="latency p50/p90, images/s, params and FLOPs of weights")
-    b.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    b = sub.add_parser("bench", help="latency p50/p90, images/s, FLOPs, share of the GEMM peak")
+    b.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
     b.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     b.add_argument("--iters", type=int, default=30, help="timed forward passes per batch size")
     b.add_argument("--warmup", type=int, default=5, help="untimed passes first")
     b.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the run's device)")
     b.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    b.add_argument(
+        "--backend",
+        choices=["eager", "onnxruntime", "pt2"],
+        help="run in this backend (default: from the file type; .onnx, .pt2 or weights)",
+    )
+    b.add_argument("--no-fuse", action="store_true", help="eager: keep BatchNorm unfolded")
+    b.add_argument(
+        "--compare",
+        action="store_true",
+        help="eager, ONNX Runtime and int8 of the same weights side by side, with ratios",
+    )
+    b.add_argument(
+        "--calib", type=int, default=64, help="--compare without a quantize file: calib images"
+    )
     b.set_defaults(func=_bench)
 
     x = sub.add_parser("export", help="ONNX or torch.export .pt2, verified against eager PyTorch")
@@ -246,10 +329,37 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--atol", type=float, default=1e-4, help="allowed absolute difference")
     x.set_defaults(func=_export)
 
+    q = sub.add_parser("quantize", help="post-training static int8, calibrated on training images")
+    q.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    q.add_argument("--calib", type=int, default=200, help="calibration images (training split)")
+    q.add_argument(
+        "--backend",
+        choices=["onnxruntime", "torch"],
+        default="onnxruntime",
+        help="onnxruntime: static QDQ .int8.onnx; torch: torchao pt2e .int8.pt2",
+    )
+    q.add_argument("--out", help="output file (default: <weights>.int8.onnx / .int8.pt2)")
+    q.add_argument(
+        "--float", help="comma-separated layers kept in float, e.g. head or backbone.conv1"
+    )
+    q.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="metric points int8 may lose before the head is kept in float and retried",
+    )
+    q.add_argument("--iters", type=int, default=20, help="timed passes for the latency columns")
+    q.set_defaults(func=_quantize)
+
     pr = sub.add_parser("predict", help="annotate images or a video: a file, a folder or a glob")
-    pr.add_argument("weights", help="run folder, best.safetensors or last.ckpt")
+    pr.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
     pr.add_argument("source", help="image, folder, glob pattern (quote it) or video file")
-    pr.add_argument("--out", help="output folder (default: runs/predict/<name>)")
+    pr.add_argument("--out", help="output folder (default: predict/ in the run folder)")
+    pr.add_argument(
+        "--backend",
+        choices=["eager", "onnxruntime", "pt2"],
+        help="run in this backend (default: from the file type; .onnx, .pt2 or weights)",
+    )
     pr.set_defaults(func=_predict)
 
     s = sub.add_parser("summary", help="layers, shapes, parameters, FLOPs, receptive fields")
@@ -262,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="generate, check and convert datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     ds = dsub.add_parser("synth", help="write a synthetic dataset (no download)")
-    ds.add_argument("kind", choices=["shapes", "driving"])
+    ds.add_argument("kind", choices=["shapes", "driving", "lanes"])
     ds.add_argument("--out", required=True, help="output folder")
     ds.add_argument(
         "--format",
@@ -276,12 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--size", type=int, help="shapes: image side in pixels")
     ds.set_defaults(func=_data_synth)
     dc = dsub.add_parser("check", help="validate a dataset and list every bad file")
-    dc.add_argument("data", help="data YAML (or a COCO json / VOC or YOLO folder)")
+    dc.add_argument("data", help="data YAML, annotation file or dataset folder (auto-detected)")
     dc.add_argument("--strict", action="store_true", help="stop at the first problem")
+    dc.add_argument(
+        "--fix", metavar="DIR", help="write a cleaned copy to DIR (the source is never edited)"
+    )
     dc.set_defaults(func=_data_check)
-    dv = dsub.add_parser("convert", help="convert between coco, voc and yolo")
-    dv.add_argument("src", help="data YAML, COCO json, VOC or YOLO folder")
-    dv.add_argument("--to", required=True, choices=["coco", "voc", "yolo"])
+    dv = dsub.add_parser("convert", help="convert between dataset formats (coco, voc, yolo, ...)")
+    dv.add_argument("src", help="data YAML, annotation file or dataset folder (auto-detected)")
+    dv.add_argument("--to", required=True, help="a writable format: coco, voc, yolo, ...")
     dv.add_argument("--out", required=True)
     dv.set_defaults(func=_data_convert)
 
@@ -302,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # What the operating system refused (permission, disk full, a folder where a file was
+        # expected): one line naming the file, like every other bad input.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

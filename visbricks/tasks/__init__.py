@@ -10,7 +10,9 @@ from . import (  # noqa: F401
     classify,  # noqa: F401  (registers classify, multilabel)
     depth,  # noqa: F401
     detect,
+    lanes,  # noqa: F401
     locate,
+    segment,  # noqa: F401
 )
 from .base import DataBundle, Task
 

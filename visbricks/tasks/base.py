@@ -7,8 +7,6 @@ draw a batch; the Trainer knows none of these and drives any task.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +17,16 @@ from torch.utils.data import Dataset
 
 from .. import models as _models  # noqa: F401  (registers backbones, necks and heads)
 from ..config import Config, parse_img_size
+from ..data.bundle import DataBundle
+from ..data.io import set_max_pixels
 from ..data.normalize import resolve_normalization
 from ..engine.weights import LoadReport, load_weights, read_state_dict, resolve_imagenet
-from ..errors import ConfigError
-from ..models.backbones import build_backbone
+from ..errors import ConfigError, WeightsError
+from ..metrics.base import EvalResult, Evaluator
+from ..models.backbones import TimmBackbone, build_backbone
+from ..models.heads import build_head
 from ..models.model import VisionModel
-from ..registry import NECKS
-
-
-@dataclass
-class DataBundle:
-    train: Dataset
-    val: Dataset
-    classes: list[str]
-    collate_fn: Callable | None = None
-    # Optional batch-sampler factory (aspect-ratio grouping): (dataset, batch, generator) → sampler
-    batch_sampler: Callable | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+from ..registry import HEADS, NECKS
 
 
 class Task:
@@ -48,6 +39,7 @@ class Task:
         self.img_size = parse_img_size(cfg.img_size)  # (height, width)
         self.mean, self.std = resolve_normalization(cfg.data.normalize)
         self._classes: list[str] | None = None
+        set_max_pixels(cfg.data.get("max_pixels"))  # decompression-bomb limit of every decode
 
     # ---- data -------------------------------------------------------------------------------
     @property
@@ -72,10 +64,18 @@ class Task:
     @property
     def classes(self) -> list[str]:
         if self._classes is None:
+            synth = dict(self.cfg.data.synth or {})
             if self.cfg.data.classes:  # given (or saved with the weights): no data needed
                 self._classes = list(self.cfg.data.classes)
+            elif synth and not self.data_root.exists():
+                # Reading classes never generates data (prepare_data does, explicitly): a
+                # generator's class list is known without running it.
+                from ..data.synth import synth_classes
+
+                self._classes = synth_classes(synth.get("kind"))
             else:
-                self.prepare_data()
+                if not synth:
+                    self.prepare_data()  # only checks that data.root exists, naming the key
                 self._classes = self.find_classes()
         return self._classes
 
@@ -108,8 +108,35 @@ class Task:
         return len(batch["image"])
 
     # ---- model ------------------------------------------------------------------------------
+    # The head used when model.head is null, and the outputs this task's loss and decoding read
+    # (a head that declares ``outputs`` must provide them; see ``head_name``).
+    default_head: str | None = None
+    head_outputs: tuple[str, ...] = ()
+
+    @property
+    def head_name(self) -> str:
+        """``model.head``, or this task's default head when it is null."""
+        name = self.cfg.model.get("head") or self.default_head
+        if name is None:
+            raise ConfigError(f"model.head is null and task {self.name!r} has no default head")
+        declared = getattr(HEADS.get(name), "outputs", None)
+        missing = [k for k in self.head_outputs if declared is not None and k not in declared]
+        if missing:
+            raise ConfigError(
+                f"model.head {name!r} gives {', '.join(declared)} but task {self.name!r} needs "
+                f"{', '.join(self.head_outputs)} (default head: {self.default_head!r})"
+            )
+        return name
+
+    def make_head(
+        self, in_channels: list[int], strides: list[int], **task_kwargs: Any
+    ) -> nn.Module:
+        """The head of ``model.head`` with ``task_kwargs`` and ``model.head_args`` on top."""
+        head_args = dict(self.cfg.model.get("head_args") or {})
+        return build_head(self.head_name, in_channels, strides, head_args, **task_kwargs)
+
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
-        raise NotImplementedError
+        return self.make_head(in_channels, strides)
 
     def build_model(self, load_pretrained: bool = True) -> nn.Module:
         m = self.cfg.model
@@ -127,7 +154,10 @@ class Task:
                 inspect.signature(cls).bind(channels, strides, **kwargs)
             except TypeError as e:
                 raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
-            neck = cls(channels, strides, **kwargs)
+            try:
+                neck = cls(channels, strides, **kwargs)
+            except ConfigError as e:  # e.g. a wrong block option: say where it was set
+                raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
             channels, strides = neck.out_channels, neck.strides
         elif m.neck_args:
             raise ConfigError("model.neck_args is set but model.neck is null")
@@ -141,6 +171,17 @@ class Task:
         if source is None:
             return None
         rules = getattr(model.backbone, "imagenet_rules", None)
+        if source == "auto":
+            # The own-data presets' default: torchvision's ImageNet file when it is already in
+            # the torch hub cache (never downloaded), else random initialisation, said once.
+            cached = _cached_imagenet(getattr(model.backbone, "tv_name", None))
+            if cached is None:
+                print("model.pretrained=auto: no cached ImageNet weights for this backbone; "
+                      "training from random initialisation (model.pretrained=imagenet fetches)")
+                return None
+            return load_weights(model, cached, "mapping", rules)
+        if source == "imagenet" and isinstance(model.backbone, TimmBackbone):
+            return load_timm_pretrained(model.backbone, self.cfg.model.in_channels)
         if source == "imagenet":
             return load_weights(model, resolve_imagenet(model.backbone.tv_name), "mapping", rules)
         state = read_state_dict(source)
@@ -156,11 +197,40 @@ class Task:
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def evaluator(self, dataset: Dataset, split: str = "val") -> Evaluator:
+        """A fresh evaluator of this task's metrics for ``dataset``, keys prefixed ``split/``."""
+        raise NotImplementedError
+
+    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[Any, Any]:
+        """``(predictions, targets)`` of a batch, as this task's evaluator's ``update`` takes."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, batch: dict, evaluator: Evaluator) -> None:
+        """One batch (already on the device) into ``evaluator``: outputs, loss terms, pairs."""
+        outputs = self.forward(model, batch)
+        evaluator.add_losses(self.loss(outputs, batch), self.batch_size(batch))
+        evaluator.update(*self.eval_pairs(outputs, batch))
+
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, loader, device: torch.device, plots_dir: Path | None = None
-    ) -> dict[str, float]:
-        raise NotImplementedError
+        self,
+        model: nn.Module,
+        loader,
+        device: torch.device,
+        plots_dir: Path | None = None,
+        split: str = "val",
+    ) -> EvalResult:
+        """The evaluator's result over ``loader``; with ``plots_dir``, its figures written there.
+
+        The caller puts ``model`` in eval mode.
+        """
+        evaluator = self.evaluator(loader.dataset, split)
+        for batch in loader:
+            self.eval_step(model, self.to_device(batch, device), evaluator)
+        result = evaluator.compute()
+        if plots_dir is not None:
+            result.plots(plots_dir)
+        return result
 
     def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:
         """samples.png (targets) or, with ``outputs``, predictions.png."""
@@ -174,3 +244,35 @@ class Task:
 
     def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
         raise NotImplementedError
+
+
+def _cached_imagenet(arch: str | None) -> Path | None:
+    """torchvision's ImageNet weights file for ``arch`` if the hub cache holds one."""
+    from ..engine.weights import torchvision_weights_files
+
+    if arch is None:
+        return None
+    try:
+        files = torchvision_weights_files(arch)
+    except (ValueError, KeyError):
+        return None
+    return next((cache for _, cache in files if cache.is_file()), None)
+
+
+def load_timm_pretrained(backbone: TimmBackbone, in_channels: int = 3) -> LoadReport:
+    """``model.pretrained=imagenet`` on a ``timm:`` backbone: the weights timm itself publishes
+    for that model name (its own download/cache, Hugging Face hub included, and its own
+    first-conv adaptation for ``in_channels`` != 3), loaded by key into the backbone."""
+    import timm
+
+    try:
+        reference = timm.create_model(
+            backbone.tv_name, pretrained=True, features_only=True, in_chans=in_channels
+        )
+    except Exception as e:  # noqa: BLE001 - offline, unknown tag, no weights: one message
+        raise WeightsError(
+            f"model.pretrained=imagenet: timm could not provide pretrained weights for "
+            f"{backbone.tv_name!r} ({type(e).__name__}: {e}); put them in timm's cache "
+            "(Hugging Face hub) or pass model.pretrained=/path/to/weights"
+        ) from None
+    return load_weights(backbone.body, reference.state_dict(), "key")

@@ -16,23 +16,22 @@ from ..data.classification import (
     imagefolder_classes,
     imagefolder_dataset,
 )
+from ..data.draw import draw_caption
+from ..data.formats import data_yaml_of, find_format, load_data_yaml
+from ..data.io import cache_budget
 from ..data.normalize import denormalize, to_image
-from ..deploy.draw import draw_caption
 from ..engine.plots import save_image_grid
 from ..errors import ConfigError
-from ..metrics.classification import (
-    confusion_matrix,
-    multilabel_metrics,
-    precision_recall_f1,
-    topk_accuracy,
-)
-from ..registry import HEADS, TASKS
+from ..metrics.classification import ClassificationEvaluator, MultiLabelEvaluator
+from ..registry import TASKS
 from .base import DataBundle, Task
 
 
 @TASKS.register("classify")
 class ClassifyTask(Task):
     name = "classify"
+    default_head = "linear"
+    head_outputs = ("logits",)
     metric = "val/top1"
     metric_mode = "max"
     multilabel = False
@@ -46,12 +45,26 @@ class ClassifyTask(Task):
         write_classification(root, **params)
 
     def _split_path(self, split: str) -> Path:
-        return self.data_root / getattr(self.cfg.data, split)
+        name = getattr(self.cfg.data, split)
+        yaml_file = data_yaml_of(self.data_root)
+        if yaml_file is None:
+            return self.data_root / name
+        spec = load_data_yaml(yaml_file)  # format: imagefolder|csv, train:/val: paths
+        if name not in spec.splits or spec.splits[name] is None:
+            raise ConfigError(f"{yaml_file}: no {name!r} split (data.{split})")
+        return spec.root / spec.splits[name]
+
+    def _format(self) -> str:
+        """data.format, or the format registry's guess (``auto``, or a data YAML's own)."""
+        fmt = self.cfg.data.format
+        if fmt in (None, "auto") or data_yaml_of(self.data_root) is not None:
+            return find_format(self.data_root, "classification").name
+        return fmt
 
     def find_classes(self) -> list[str]:
-        fmt = self.cfg.data.format
+        fmt = self._format()
         if fmt == "imagefolder":
-            return imagefolder_classes(self._split_path("train"))
+            return imagefolder_classes(self._split_path("train"), strict=self.cfg.data.strict)
         if fmt == "csv":
             return csv_classes(self._split_path("train"))
         raise ConfigError(f"data.format for {self.name} must be imagefolder or csv, got {fmt!r}")
@@ -64,9 +77,14 @@ class ClassifyTask(Task):
             transform = classification_transforms(
                 self.img_size, self.mean, self.std, split == "train", dict(d.aug)
             )
-            kwargs = dict(classes=classes, transform=transform, strict=d.strict, cache=d.cache)
+            kwargs = dict(
+                classes=classes,
+                transform=transform,
+                strict=d.strict,
+                cache=cache_budget(d.cache, d.cache_mb),
+            )
             path = self._split_path(split)
-            if d.format == "csv":
+            if self._format() == "csv":
                 datasets[split] = csv_dataset(path, **kwargs)
             else:
                 datasets[split] = imagefolder_dataset(path, **kwargs)
@@ -74,8 +92,8 @@ class ClassifyTask(Task):
 
     # ---- model and loss -----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
-        return HEADS.build(
-            self.cfg.model.head, in_channels, len(self.classes), dropout=self.cfg.model.dropout
+        return self.make_head(
+            in_channels, strides, num_classes=len(self.classes), dropout=self.cfg.model.dropout
         )
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
@@ -85,48 +103,11 @@ class ClassifyTask(Task):
         return {"loss": ce}
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def _collect(self, model: nn.Module, loader, device: torch.device):
-        logits, targets, losses = [], [], []
-        for batch in loader:
-            batch = self.to_device(batch, device)
-            out = self.forward(model, batch)
-            losses.append(self.loss(out, batch)["loss"].item() * len(batch["image"]))
-            logits.append(out["logits"].float().cpu())
-            targets.append(batch["labels" if self.multilabel else "label"].cpu())
-        n = sum(len(t) for t in targets)
-        return torch.cat(logits), torch.cat(targets), sum(losses) / max(1, n)
+    def evaluator(self, dataset, split: str = "val") -> ClassificationEvaluator:
+        return ClassificationEvaluator(self.classes, self.cfg.eval.topk, prefix=split)
 
-    @torch.no_grad()
-    def evaluate(self, model, loader, device, plots_dir=None) -> dict[str, float]:
-        logits, targets, loss = self._collect(model, loader, device)
-        metrics = {"val/loss": loss}
-        topk = self.cfg.eval.topk
-        metrics.update(
-            {f"val/{k}": v for k, v in topk_accuracy(logits, targets, (1, topk)).items()}
-        )
-        matrix = confusion_matrix(logits.argmax(1).numpy(), targets.numpy(), len(self.classes))
-        precision, recall, f1 = precision_recall_f1(matrix)
-        metrics["val/f1_macro"] = float(f1.mean())
-        self.last_report = {
-            "confusion_matrix": matrix.tolist(),
-            "per_class": {
-                c: {"precision": float(p), "recall": float(r), "f1": float(f)}
-                for c, p, r, f in zip(self.classes, precision, recall, f1)
-            },
-        }
-        if plots_dir is not None:
-            from ..metrics.detection_plots import plot_confusion_matrix
-
-            plot_confusion_matrix(
-                matrix, self.classes, Path(plots_dir) / "confusion_matrix.png", rows="true"
-            )
-        return metrics
-
-    def format_report(self, metrics: dict) -> str:
-        lines = ["class            precision  recall     f1"]
-        for c, v in self.last_report["per_class"].items():
-            lines.append(f"{c:<16} {v['precision']:9.3f} {v['recall']:7.3f} {v['f1']:6.3f}")
-        return "\n".join(lines)
+    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs["logits"], batch["label"]
 
     # ---- drawing and prediction ---------------------------------------------------------------
     def _titles(self, batch: dict, outputs: dict | None) -> list[str]:
@@ -172,7 +153,7 @@ class MultiLabelTask(ClassifyTask):
     multilabel = True
 
     def find_classes(self) -> list[str]:
-        if self.cfg.data.format != "csv":
+        if self._format() != "csv":
             raise ConfigError("data.format for multilabel must be csv (filename,labels)")
         return super().find_classes()
 
@@ -183,17 +164,11 @@ class MultiLabelTask(ClassifyTask):
             target = target * (1 - eps) + eps / 2
         return {"loss": F.binary_cross_entropy_with_logits(outputs["logits"], target)}
 
-    @torch.no_grad()
-    def evaluate(self, model, loader, device, plots_dir=None) -> dict[str, float]:
-        logits, targets, loss = self._collect(model, loader, device)
-        m = multilabel_metrics(logits.sigmoid().numpy(), targets.numpy(), self.cfg.eval.threshold)
-        self.last_report = {"per_class_ap": dict(zip(self.classes, m.pop("per_class_ap")))}
-        return {"val/loss": loss, **{f"val/{k}": v for k, v in m.items()}}
+    def evaluator(self, dataset, split: str = "val") -> MultiLabelEvaluator:
+        return MultiLabelEvaluator(self.classes, self.cfg.eval.threshold, prefix=split)
 
-    def format_report(self, metrics: dict) -> str:
-        return "\n".join(
-            f"{c:<16} AP {ap:.3f}" for c, ap in self.last_report["per_class_ap"].items()
-        )
+    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs["logits"].float().sigmoid(), batch["labels"]
 
     def _names(self, row: torch.Tensor, threshold: float) -> str:
         return " ".join(c for c, v in zip(self.classes, row.tolist()) if v >= threshold) or "-"

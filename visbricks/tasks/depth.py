@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.draw import colorize_depth
+from ..data.io import cache_budget
 from ..data.normalize import denormalize, normalize, to_image
 from ..data.sequence import SequenceDataset
-from ..engine.checkpoint import atomic_write
 from ..engine.plots import save_image_grid
 from ..engine.weights import (
     LoadReport,
@@ -28,31 +29,15 @@ from ..engine.weights import (
     tile_input_channels,
 )
 from ..errors import ConfigError
-from ..metrics.depth import DEPTH_METRICS, evaluate_depth
+from ..metrics.depth import DepthEvaluator
 from ..models.depth import DepthModel
 from ..ops.geometry import disp_to_depth, pose_vec_to_mat
 from ..ops.photometric import ReprojectionLoss
 from ..registry import TASKS
 from .base import DataBundle, Task
 
-# Display names of the metrics (depth.py uses Monodepth2's short keys a1..a3).
-_TITLES = {"a1": "δ<1.25", "a2": "δ<1.25²", "a3": "δ<1.25³"}
-
-
-def colorize(disparity: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """Disparity (H, W) → magma RGB uint8 (near = bright), scaled to ``vmax`` (default: its
-    95th percentile, as Monodepth2 shows it, so a few very near pixels do not wash it out).
-    Zero or invalid disparity (no ground truth) shows black."""
-    import matplotlib
-
-    disparity = np.nan_to_num(np.asarray(disparity, dtype=np.float64), posinf=0.0)
-    if vmax is None:
-        valid = disparity[disparity > 0]
-        vmax = float(np.percentile(valid, 95)) if valid.size else 1.0
-    rgba = matplotlib.colormaps["magma"](np.clip(disparity / max(vmax, 1e-12), 0, 1))
-    rgb = (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
-    rgb[disparity <= 0] = 0
-    return rgb
+# Kept under its old name: the one implementation lives in the drawing module.
+colorize = colorize_depth
 
 
 def encoder_rules(backbone: nn.Module, tile: bool = False) -> list[Rule]:
@@ -75,6 +60,7 @@ def encoder_rules(backbone: nn.Module, tile: bool = False) -> list[Rule]:
 @TASKS.register("depth")
 class DepthTask(Task):
     name = "depth"
+    default_head = "depth_decoder"
     metric = "val/abs_rel"
     metric_mode = "min"
 
@@ -104,7 +90,6 @@ class DepthTask(Task):
             min_depth=self.min_depth,
             max_depth=self.max_depth,
         )
-        self.last_report: dict = {}
 
     # ---- data -------------------------------------------------------------------------------
     def generate(self, kind: str | None, root: Path, params: dict) -> None:
@@ -129,7 +114,7 @@ class DepthTask(Task):
             mean=self.mean,
             std=self.std,
             strict=d.strict,
-            cache=d.cache,
+            cache=cache_budget(d.cache, d.cache_mb),
         )
         aug = d.aug
         train = SequenceDataset(
@@ -153,12 +138,13 @@ class DepthTask(Task):
         model = DepthModel(
             m.backbone,
             m.pose_backbone,
-            m.head,
+            self.head_name,
             self.cfg.loss.scales,
             m.in_channels,
             self.min_depth,
             self.max_depth,
             m.fixed_scale,
+            head_args=dict(m.get("head_args") or {}),
         )
         if load_pretrained:
             self.load_pretrained(model)
@@ -223,7 +209,9 @@ class DepthTask(Task):
         for f, aa, t in chunks:
             outputs[("axisangle", 0, f)] = aa
             outputs[("translation", 0, f)] = t
-            outputs[("cam_T_cam", 0, f)] = pose_vec_to_mat(aa, t, invert=f < 0)
+            # The camera matrices feed the warp: fp32 even when the nets ran under autocast.
+            with torch.autocast(aa.device.type, enabled=False):
+                outputs[("cam_T_cam", 0, f)] = pose_vec_to_mat(aa.float(), t.float(), f < 0)
         return outputs
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
@@ -233,65 +221,15 @@ class DepthTask(Task):
     def _disparity(self, disp: torch.Tensor) -> torch.Tensor:
         return disp_to_depth(disp.float(), self.min_depth, self.max_depth)[0]
 
-    @torch.no_grad()
-    def evaluate(self, model, loader, device, plots_dir=None) -> dict[str, float]:
+    def evaluator(self, dataset, split: str = "val") -> DepthEvaluator:
         e = self.cfg.eval
-        n = len(loader.dataset)
-        shown = set(np.linspace(0, n - 1, min(e.plot_frames, n)).round().astype(int).tolist())
-        gts, preds, plots = [], [], []
-        seen = 0
-        for batch in loader:
-            images = batch[("color_aug", 0, 0)].to(device)
-            disparity = self._disparity(model(images)[("disp", 0)]).cpu()
-            for i in range(len(images)):
-                gts.append(batch[("depth_gt", 0)][i, 0].numpy())
-                preds.append(disparity[i, 0].numpy())
-                if seen + i in shown:
-                    plots.append((batch[("color", 0, 0)][i], preds[-1], gts[-1]))
-            seen += len(images)
-        result = evaluate_depth(gts, preds, e.min_depth, e.max_depth, pred_is_disp=True)
-        self.last_report = result
-        if plots_dir is not None and plots:
-            self._plot_depth(plots, Path(plots_dir) / "depth.png")
-        return {f"val/{k}": v for k, v in result.items() if k != "num_images"}
+        return DepthEvaluator(e.min_depth, e.max_depth, len(dataset), e.plot_frames, prefix=split)
 
-    def _plot_depth(self, frames: list, path: Path) -> None:
-        """depth.png: input, predicted depth (median-scaled to the ground truth) and ground
-        truth, one frame per row, on one colour scale per row."""
-        import matplotlib.pyplot as plt  # Agg: engine.plots selected it on import
-
-        e = self.cfg.eval
-        fig, axes = plt.subplots(
-            len(frames), 3, figsize=(12, 1.6 * len(frames) + 0.4), squeeze=False
-        )
-        for row, (image, disparity, gt) in zip(axes, frames):
-            valid = (gt > e.min_depth) & (gt < e.max_depth)
-            pred = 1.0 / _resize_map(disparity, gt.shape)
-            if valid.any():
-                pred = pred * np.median(gt[valid]) / np.median(pred[valid])
-            gt_disp = np.where(valid, 1.0 / np.maximum(gt, 1e-6), 0.0)
-            vmax = float(np.percentile(gt_disp[valid], 95)) if valid.any() else None
-            panels = (to_image(image), colorize(1.0 / pred, vmax), colorize(gt_disp, vmax))
-            for ax, panel, title in zip(row, panels, ("input", "predicted depth", "ground truth")):
-                ax.imshow(panel)
-                ax.set_title(title, fontsize=8)
-                ax.axis("off")
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-        plt.close(fig)
-
-    def format_report(self, metrics: dict) -> str:
-        """The metric table: the model against the constant (ground-truth median) baseline."""
-        r = self.last_report
-        header = f"{'':<22}" + "".join(f"{_TITLES.get(k, k):>10}" for k in DEPTH_METRICS)
-        lines = [header]
-        for title, prefix in (("model (median-scaled)", ""), ("constant gt median", "baseline_")):
-            lines.append(f"{title:<22}" + "".join(f"{r[prefix + k]:>10.4f}" for k in DEPTH_METRICS))
-        lines.append(
-            f"median scale ratio gt/pred: {r['scale_ratio_mean']:.4f} ± {r['scale_ratio_std']:.4f} "
-            f"over {int(r['num_images'])} images"
-        )
-        return "\n".join(lines)
+    def eval_step(self, model: nn.Module, batch: dict, evaluator: DepthEvaluator) -> None:
+        """The depth net alone on the target frame: the metrics need no pose and no loss."""
+        disparity = self._disparity(model(batch[("color_aug", 0, 0)])[("disp", 0)])
+        targets = {"depth": batch[("depth_gt", 0)], "image": batch[("color", 0, 0)]}
+        evaluator.update(disparity, targets)
 
     # ---- drawing and prediction ---------------------------------------------------------------
     def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:
@@ -343,13 +281,6 @@ class DepthTask(Task):
 
     def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
         return colorize(1.0 / prediction["_depth"])
-
-
-def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if values.shape == tuple(size):
-        return values
-    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 __all__ = ["DepthTask", "colorize", "encoder_rules"]

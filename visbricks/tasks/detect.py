@@ -29,42 +29,29 @@ from torchvision import tv_tensors
 from ..config import Config
 from ..data.collate import pad_collate
 from ..data.detection import DetectionDataset
-from ..data.formats import detect_format, load_data_yaml, read_dataset
-from ..data.io import safe_join
+from ..data.draw import draw_boxes
+from ..data.formats import read_task_split
+from ..data.io import cache_budget, safe_join
 from ..data.normalize import denormalize, to_image
 from ..data.records import DetectionSet
 from ..data.samplers import GroupedBatchSampler
 from ..data.transforms import build_detection_transforms, unletterbox_boxes
-from ..deploy.draw import draw_boxes
 from ..engine.plots import save_image_grid
 from ..errors import ConfigError, DataError
-from ..metrics.coco import (
-    COCO_STAT_NAMES,
-    build_coco_gt,
-    coco_image_ids,
-    evaluate_coco,
-    predictions_to_coco_results,
-    write_results_json,
-)
-from ..metrics.detection_plots import (
-    detection_confusion_matrix,
-    plot_confusion_matrix,
-    plot_pr_curves,
-)
-from ..metrics.voc import VOCResult, evaluate_voc
+from ..metrics.base import EvalResult
+from ..metrics.coco import coco_image_ids
+from ..metrics.detection import DetectionEvaluator
 from ..models.losses import BOX_LOSSES, CLS_LOSSES, SSDLoss
 from ..models.postprocess import ssd_postprocess
 from ..ops.anchors import AnchorGenerator, default_ssd_sizes
 from ..ops.box_coder import BoxCoder
-from ..registry import HEADS, TASKS
+from ..registry import TASKS
 from .base import DataBundle, Task
 
 # Batches are padded to a multiple of this: the total stride of every registered backbone, so
 # each feature map has an integer size whatever the image size.
 PAD_STRIDE = 32
 _YAML_SUFFIXES = (".yaml", ".yml")
-# COCO metrics worth a column in results.csv; the full table is in format_report.
-_COCO_LOGGED = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
 
 
 def grouped_batch_sampler(
@@ -81,7 +68,11 @@ def grouped_batch_sampler(
 
 def loader_dataset(loader: Any, task: str) -> DetectionSet:
     """The annotations behind a DataLoader over a DetectionDataset, for exact evaluation."""
-    dataset = getattr(loader, "dataset", None)
+    return detection_set(getattr(loader, "dataset", None), task)
+
+
+def detection_set(dataset: Any, task: str) -> DetectionSet:
+    """The annotations behind a DetectionDataset, for exact evaluation."""
     if not isinstance(dataset, DetectionDataset):
         raise ConfigError(
             f"{task} evaluation needs a DataLoader over a DetectionDataset (metrics are computed "
@@ -93,17 +84,11 @@ def loader_dataset(loader: Any, task: str) -> DetectionSet:
 class BoxTask(Task):
     """Data, letterboxing and drawing shared by the box tasks (``detect``, ``locate``)."""
 
-    head: str  # the one head whose outputs this task's loss and decoding understand
-
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        if cfg.model.head != self.head:
-            raise ConfigError(
-                f"model.head for {self.name} must be {self.head!r}, got {cfg.model.head!r}"
-            )
+        self.head_name  # noqa: B018  (a head without this task's outputs is named now)
         self._sets: dict[str, DetectionSet] = {}
         self._eval_transform = None
-        self.last_report: dict[str, Any] = {}
 
     # ---- data -------------------------------------------------------------------------------
     def generate(self, kind: str | None, root: Path, params: dict) -> None:
@@ -129,22 +114,8 @@ class BoxTask(Task):
             return cached
         d = self.cfg.data
         root = self.data_root
-        fmt = None if d.format in (None, "auto") else d.format
-        try:
-            kind = detect_format(root)
-        except DataError as e:
-            raise DataError(f"data.root: {e}") from None
-        if kind == "yaml":
-            if fmt is not None:
-                spec = load_data_yaml(root / "data.yaml" if root.is_dir() else root)
-                if spec.format != fmt:
-                    raise ConfigError(
-                        f"data.format is {fmt!r} but {spec.source} describes a {spec.format} "
-                        "dataset; remove data.format (a data YAML names its own format)"
-                    )
-            fmt = None
         name = getattr(d, split)
-        ds = read_dataset(root, fmt=fmt, split=name, classes=classes, strict=d.strict)
+        ds = read_task_split(root, d.format, "detection", name, classes, d.strict)
         if ds.problems:
             file, reason = ds.problems[0]
             warnings.warn(
@@ -159,9 +130,7 @@ class BoxTask(Task):
         # records by id, so give each record the id its COCO ground truth will use.
         ids = coco_image_ids(ds)
         records = [replace(r, image_id=i) for r, i in zip(ds.records, ids)]
-        ds = DetectionSet(
-            root=ds.root, classes=list(ds.classes), records=records, problems=ds.problems
-        )
+        ds = replace(ds, classes=list(ds.classes), records=records)
         self._sets[split] = ds
         return ds
 
@@ -178,7 +147,10 @@ class BoxTask(Task):
                 self.img_size, split == "train", dict(d.aug), mean=self.mean, std=self.std
             )
             datasets[split] = DetectionDataset(
-                self._read(split, classes), transform, strict=d.strict, cache=d.cache
+                self._read(split, classes),
+                transform,
+                strict=d.strict,
+                cache=cache_budget(d.cache, d.cache_mb),
             )
         return DataBundle(
             datasets["train"],
@@ -269,7 +241,8 @@ class BoxTask(Task):
 @TASKS.register("detect")
 class DetectTask(BoxTask):
     name = "detect"
-    head = "ssd"
+    default_head = "ssd"
+    head_outputs = ("cls_logits", "box_deltas", "anchors")
     metric = "val/mAP50"
     metric_mode = "max"
 
@@ -333,13 +306,12 @@ class DetectTask(BoxTask):
 
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
         m = self.cfg.model
-        return HEADS.build(
-            m.head,
+        return self.make_head(
             in_channels,
-            len(self.classes),
-            self.anchor_generator(len(in_channels)),
+            strides,
+            num_classes=len(self.classes),
+            anchor_generator=self.anchor_generator(len(in_channels)),
             prior_prob=m.prior_prob,
-            strides=strides,
             focal=self.focal,
         )
 
@@ -389,101 +361,45 @@ class DetectTask(BoxTask):
         return out
 
     # ---- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, loader, device: torch.device, plots_dir: Path | None = None
-    ) -> dict[str, float]:
-        dataset = loader_dataset(loader, self.name)
-        by_id: dict[int, dict[str, torch.Tensor]] = {}
-        sums: dict[str, float] = {}
-        seen = 0
-        for batch in loader:
-            batch = self.to_device(batch, device)
-            outputs = self.forward(model, batch)
-            n = self.batch_size(batch)
-            for k, v in self.loss(outputs, batch).items():
-                if k != "num_pos":
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
-            seen += n
-            dets = self.detections(
-                outputs,
-                batch["image_sizes"],
-                batch["letterbox"],
-                batch["orig_size"],
-                self.cfg.eval.score_thresh,
-            )
-            by_id.update(zip(batch["image_id"].tolist(), dets))
-        # An image the dataset had to skip (unreadable) keeps its objects: they count as missed.
-        empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
-        ids = [int(r.image_id) for r in dataset.records]
-        predictions = [by_id.get(i, empty) for i in ids]
-        metrics = {f"val/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics.update(self.score(predictions, dataset, plots_dir))
-        return metrics
+    def evaluator(self, dataset: Any, split: str = "val") -> DetectionEvaluator:
+        """VOC and COCO AP against the annotations of ``dataset`` (a DetectionDataset, or the
+        DetectionSet itself) as read."""
+        if not isinstance(dataset, DetectionSet):
+            dataset = detection_set(dataset, self.name)
+        e = self.cfg.eval
+        return DetectionEvaluator(
+            dataset,
+            iou_threshold=e.iou_threshold,
+            conf_thresh=e.conf_thresh,
+            coco=e.coco,
+            coco_backend=e.coco_backend,
+            prefix=split,
+        )
+
+    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[list[dict], list[int]]:
+        """Per image its detections in original-image pixels, and its record's image id."""
+        dets = self.detections(
+            outputs,
+            batch["image_sizes"],
+            batch["letterbox"],
+            batch["orig_size"],
+            self.cfg.eval.score_thresh,
+        )
+        return dets, batch["image_id"].tolist()
 
     def score(
         self,
         predictions: list[dict[str, torch.Tensor]],
         dataset: DetectionSet,
         plots_dir: Path | None = None,
-    ) -> dict[str, float]:
-        """VOC (all-point and 11-point) and COCO metrics of original-pixel ``predictions``, one
-        per record of ``dataset``; with ``plots_dir``, also the COCO results JSON, pr_curve.png
-        and confusion_matrix.png there."""
-        e = self.cfg.eval
-        num_classes = len(self.classes)
-        voc = evaluate_voc(predictions, dataset.records, num_classes, e.iou_threshold)
-        voc07 = evaluate_voc(predictions, dataset.records, num_classes, e.iou_threshold, True)
-        key = self.metric
-        metrics = {key: voc.map, f"{key}_07": voc07.map}
-        coco = None
-        if e.coco:
-            image_ids = coco_image_ids(dataset)
-            gt = build_coco_gt(dataset)  # once per evaluation, from the annotations as read
-            if plots_dir is not None:
-                results: Any = write_results_json(
-                    predictions, image_ids, Path(plots_dir) / "coco_results.json"
-                )
-            else:
-                results = predictions_to_coco_results(predictions, image_ids)
-            coco = evaluate_coco(gt, results, backend=e.coco_backend)
-            metrics.update({f"val/{k}": coco[k] for k in _COCO_LOGGED})
+    ) -> EvalResult:
+        """The evaluation of original-pixel ``predictions``, one per record of ``dataset``."""
+        evaluator = self.evaluator(dataset)
+        evaluator.update(predictions, [int(r.image_id) for r in dataset.records])
+        result = evaluator.compute()
         if plots_dir is not None:
-            plots_dir = Path(plots_dir)
-            plot_pr_curves(voc, self.classes, plots_dir / "pr_curve.png")
-            matrix = detection_confusion_matrix(
-                predictions, dataset.records, num_classes, e.iou_threshold, e.conf_thresh
-            )
-            plot_confusion_matrix(matrix, self.classes, plots_dir / "confusion_matrix.png")
-        self.last_report = {"voc": voc, "voc07": voc07, "coco": coco, "images": len(predictions)}
-        return metrics
-
-    def format_report(self, metrics: dict) -> str:
-        """The VOC table (per class, 11-point and all-point) and the COCO table."""
-        voc: VOCResult = self.last_report["voc"]
-        voc07: VOCResult = self.last_report["voc07"]
-        width = max(12, *(len(c) for c in self.classes))
-        iou = f"{voc.iou_threshold:.2f}"
-        lines = [
-            f"VOC AP at IoU {iou} on {self.last_report['images']} images",
-            f"{'class':<{width}} {'objects':>8} {'dets':>7} {'TP':>6} {'11-point':>9} "
-            f"{'all-point':>9}",
-        ]
-        for c, name in enumerate(self.classes):
-            lines.append(
-                f"{name:<{width}} {int(voc.num_gt[c]):>8} {int(voc.num_det[c]):>7} "
-                f"{int(voc.num_tp[c]):>6} {_fmt(voc07.ap[c]):>9} {_fmt(voc.ap[c]):>9}"
-            )
-        lines.append(
-            f"{'mAP':<{width}} {'':>8} {'':>7} {'':>6} {_fmt(voc07.map):>9} {_fmt(voc.map):>9}"
-        )
-        coco = self.last_report["coco"]
-        if coco is not None:
-            lines += ["", f"COCO ({self.cfg.eval.coco_backend}; -1: no objects of that size)"]
-            names = list(COCO_STAT_NAMES)
-            for row in (names[:3], names[3:6], names[6:9], names[9:]):
-                lines.append("  ".join(f"{n:>9} {coco[n]:6.3f}" for n in row))
-        return "\n".join(lines)
+            result.plots(plots_dir)
+        return result
 
     # ---- drawing and prediction ---------------------------------------------------------------
     def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:
@@ -540,6 +456,3 @@ class DetectTask(BoxTask):
     def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
         return self._draw_json(image, prediction["detections"])
 
-
-def _fmt(value: float) -> str:
-    return "n/a" if np.isnan(value) else f"{value:.4f}"

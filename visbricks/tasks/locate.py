@@ -15,14 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_area, box_iou
+from torchvision.ops import box_area
 
 from ..config import Config
 from ..errors import ConfigError
-from ..metrics.classification import confusion_matrix
-from ..metrics.detection_plots import plot_confusion_matrix
-from ..registry import HEADS, TASKS
-from .detect import BoxTask, loader_dataset
+from ..metrics.localization import LocalizationEvaluator
+from ..registry import TASKS
+from .detect import BoxTask, detection_set
 
 
 def largest_boxes(
@@ -47,7 +46,8 @@ def largest_boxes(
 @TASKS.register("locate")
 class LocateTask(BoxTask):
     name = "locate"
-    head = "locate"
+    default_head = "locate"
+    head_outputs = ("boxes", "logits")
     metric = "val/iou"
     metric_mode = "max"
 
@@ -59,10 +59,10 @@ class LocateTask(BoxTask):
     # ---- model and loss -----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
         m = self.cfg.model
-        return HEADS.build(
-            m.head,
+        return self.make_head(
             in_channels,
-            len(self.classes),
+            strides,
+            num_classes=len(self.classes),
             hidden=m.box_hidden,
             pool=m.box_pool,
             dropout=m.dropout,
@@ -83,68 +83,28 @@ class LocateTask(BoxTask):
         return {"loss": loss, "loss_box": box.detach(), "loss_cls": cls.detach()}
 
     # ---- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, loader, device: torch.device, plots_dir: Path | None = None
-    ) -> dict[str, float]:
-        loader_dataset(loader, self.name)  # a clear error for a loader of anything else
-        sums: dict[str, float] = {}
-        seen = 0
-        ious, pred_cls, true_cls = [], [], []
-        for batch in loader:
-            batch = self.to_device(batch, device)
-            outputs = self.forward(model, batch)
-            n = self.batch_size(batch)
-            for k, v in self.loss(outputs, batch).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
-            seen += n
-            target, labels, valid = largest_boxes(batch["boxes"], batch["labels"])
-            for i in torch.nonzero(valid).flatten().tolist():
-                # IoU in original-image pixels: the prediction is clipped to the image there,
-                # not to the letterbox canvas.
-                lb, orig = batch["letterbox"][i], batch["orig_size"][i]
-                p = self.to_original(outputs["boxes"][i], lb, orig)
-                t = self.to_original(target[i], lb, orig)
-                ious.append(float(box_iou(p, t)[0, 0]))
-            pred_cls.append(outputs["logits"][valid].argmax(1).cpu())
-            true_cls.append(labels[valid].cpu())
-        iou = np.nan_to_num(np.asarray(ious, dtype=np.float64))
-        pred = torch.cat(pred_cls).numpy()
-        true = torch.cat(true_cls).numpy()
-        correct = pred == true
-        metrics = {f"val/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics["val/iou"] = float(iou.mean()) if iou.size else float("nan")
-        metrics["val/acc"] = float(correct.mean()) if correct.size else float("nan")
-        # The classic localisation score: the class right and the box at IoU >= 0.5.
-        hit = correct & (iou >= 0.5)
-        metrics["val/acc_iou50"] = float(hit.mean()) if hit.size else float("nan")
-        matrix = confusion_matrix(pred, true, len(self.classes))
-        per_class = {}
-        for c, name in enumerate(self.classes):
-            mine = true == c
-            per_class[name] = {
-                "objects": int(mine.sum()),
-                "iou": float(iou[mine].mean()) if mine.any() else float("nan"),
-                "acc": float(correct[mine].mean()) if mine.any() else float("nan"),
-            }
-        self.last_report = {"per_class": per_class, "images": int(iou.size)}
-        if plots_dir is not None:
-            plot_confusion_matrix(
-                matrix, self.classes, Path(plots_dir) / "confusion_matrix.png", rows="true"
-            )
-        return metrics
+    def evaluator(self, dataset, split: str = "val") -> LocalizationEvaluator:
+        detection_set(dataset, self.name)  # a clear error for a dataset of anything else
+        return LocalizationEvaluator(self.classes, prefix=split)
 
-    def format_report(self, metrics: dict) -> str:
-        width = max(12, *(len(c) for c in self.classes))
-        lines = [
-            f"largest object of {self.last_report['images']} images: mean IoU "
-            f"{metrics['val/iou']:.4f}, class accuracy {metrics['val/acc']:.4f}, "
-            f"class right and IoU >= 0.5: {metrics['val/acc_iou50']:.4f}",
-            f"{'class':<{width}} {'objects':>8} {'mean IoU':>9} {'accuracy':>9}",
-        ]
-        for name, v in self.last_report["per_class"].items():
-            lines.append(f"{name:<{width}} {v['objects']:>8} {v['iou']:>9.4f} {v['acc']:>9.4f}")
-        return "\n".join(lines)
+    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[dict, dict]:
+        """The largest object of each image that has one, predicted and true, both in
+        original-image pixels: the prediction is clipped to the image there, not to the
+        letterbox canvas."""
+        target, labels, valid = largest_boxes(batch["boxes"], batch["labels"])
+        keep = torch.nonzero(valid).flatten().tolist()
+        pred, true = [], []
+        for i in keep:
+            lb, orig = batch["letterbox"][i], batch["orig_size"][i]
+            pred.append(self.to_original(outputs["boxes"][i], lb, orig).reshape(4))
+            true.append(self.to_original(target[i], lb, orig).reshape(4))
+        empty = torch.zeros(0, 4)
+        predictions = {
+            "boxes": torch.stack(pred) if pred else empty,
+            "labels": outputs["logits"][valid].argmax(1).cpu(),
+        }
+        targets = {"boxes": torch.stack(true) if true else empty, "labels": labels[valid].cpu()}
+        return predictions, targets
 
     # ---- drawing and prediction ---------------------------------------------------------------
     def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:

@@ -1,3 +1,52 @@
-"""Heads, registered by name in ``visbricks.registry.HEADS``."""
+"""Heads, registered by name in ``visbricks.registry.HEADS``.
 
-from . import classification, locate, ssd  # noqa: F401
+A head is a class taking ``(in_channels, strides, **kwargs)`` with ``forward(features,
+image_size) -> dict``. Tasks build theirs with :func:`build_head`: the task's own keyword
+arguments (``num_classes``, ``anchor_generator`` ...) with the user's ``model.head_args`` on top.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from ...errors import ConfigError
+from ...registry import HEADS
+from . import classification, locate, segment, ssd, ufld  # noqa: F401  (registers the heads)
+
+
+def build_head(
+    name: str,
+    in_channels: Sequence[int],
+    strides: Sequence[int],
+    head_args: dict | None = None,
+    **task_kwargs: Any,
+) -> nn.Module:
+    """Head ``name`` for feature maps of ``in_channels``/``strides``.
+
+    ``task_kwargs`` the head does not take are left out (a new head need not accept every
+    argument a task offers); ``head_args`` are the user's and must all be accepted: a wrong
+    keyword is one ConfigError naming it and the head's parameters.
+    """
+    cls = HEADS.get(name)
+    if head_args is not None and not isinstance(head_args, dict):
+        raise ConfigError(f"model.head_args must be a mapping, got {head_args!r}")
+    params = inspect.signature(cls).parameters
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in task_kwargs.items() if open_kwargs or k in params}
+    kwargs.update(head_args or {})
+    channels, strides = [int(c) for c in in_channels], [int(s) for s in strides]
+    try:
+        inspect.signature(cls).bind(channels, strides, **kwargs)
+    except TypeError as e:
+        names = [p for p in params if p not in ("in_channels", "strides")]
+        raise ConfigError(
+            f"model.head_args for head {name!r}: {e} (its parameters: {', '.join(names)})"
+        ) from None
+    try:
+        return cls(channels, strides, **kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"model.head {name!r}: {e}") from None
