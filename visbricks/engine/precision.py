@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -115,6 +116,17 @@ def resolve_channels_last(
     if spec is None or spec == "auto":
         return device.type == "cuda" or (device.type == "cpu" and precision.mode == "bf16")
     if isinstance(spec, bool):
+        if not spec and device.type == "cpu" and precision.mode == "bf16":
+            # Seen here (torch 2.14.1, AMX CPU): a ResNet-18 trained under CPU bf16 autocast in
+            # NCHW reached train-mode accuracy 1.0 but eval-mode 0.0 (its BatchNorm running
+            # statistics went wrong); the same run channels-last was right. Not silently wrong:
+            # CPU bf16 always runs channels-last, and says so.
+            warnings.warn(
+                f"{key}=false is not used with bf16 autocast on a CPU (NCHW gave wrong "
+                "BatchNorm statistics here); training channels-last",
+                stacklevel=2,
+            )
+            return True
         return spec
     raise ConfigError(f"{key} must be auto, true or false; got {spec!r}")
 
