@@ -123,8 +123,12 @@ class Trainer:
         self.weights_dir = self.run_dir / "weights"
         self.plots_dir.mkdir(parents=True, exist_ok=True)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        for folder in (self.run_dir, self.weights_dir) if self.dist.is_main else ():
-            remove_stale_temps(folder)  # temps of a run killed mid-write
+        if self.dist.is_main:
+            # Temps of runs killed mid-write, in this run and its siblings: a run killed during
+            # its first checkpoint has nothing to resume, so the next start is a new folder.
+            for run in {self.run_dir, *self.run_dir.parent.iterdir()}:
+                for folder in (run, run / "weights"):
+                    remove_stale_temps(folder)
 
         self.generator = torch.Generator()  # shuffling; reseeded every epoch
         self.train_loader = self._loader(data.train, train=True)
