@@ -1,6 +1,7 @@
 """Real data, as a new user would: the raccoon photos (VOC XML written by labelImg) through a
-data YAML and the ``visbricks`` command line, for ``locate`` and ``detect`` with an
-ImageNet-initialised MobileNetV2 backbone.
+data YAML and the own-data presets of the ``visbricks`` command line
+(``visbricks train locate|detect data=raccoon.yaml ...``) with an ImageNet-initialised
+MobileNetV2 backbone.
 
     python bench/real_detect.py [--epochs-locate N] [--epochs-detect N] [--out DIR]
 
@@ -38,8 +39,8 @@ def write_yaml(path: Path, doc: dict) -> Path:
     return path
 
 
-def train_and_eval(config: Path, run_dir: Path) -> dict:
-    visbricks("train", str(config))
+def train_and_eval(train_args: list[str], run_dir: Path) -> dict:
+    visbricks("train", *train_args)
     out = run_dir / "eval"
     visbricks("eval", str(run_dir), "--out", str(out))
     return json.loads((out / "metrics.json").read_text())
@@ -72,48 +73,44 @@ def main() -> int:
         },
     )
     visbricks("data", "check", str(data))
-    common = {
-        "data": {"root": str(data), "cache": True},
-        "project": str(out),
-        "batch_size": 16,
-        "workers": 0,
-    }
-    backbone = {"backbone": "mobilenet_v2", "pretrained": str(WEIGHTS)}
-    locate = write_yaml(
-        out / "locate.yaml",
-        {
-            "task": "locate",
-            "name": "locate",
-            **common,
-            "epochs": args.epochs_locate,
-            "img_size": 224,
-            "model": {**backbone, "head": "locate", "dropout": 0.2},
-            "optim": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
-            "sched": {"name": "cosine", "warmup_epochs": 1.0},
-            # Pretrained features need smaller steps than the freshly initialised head.
-            "train": {"lr_mult": {"backbone": 0.3}, "val_every": 5},
-        },
-    )
-    detect = write_yaml(
-        out / "detect.yaml",
-        {
-            "task": "detect",
-            "name": "detect",
-            **common,
-            "epochs": args.epochs_detect,
-            "img_size": 256,
-            "model": {
-                **backbone,
-                "neck": "fpn",
-                "neck_args": {"out_channels": 96, "levels": [1, 2, 3], "extra_levels": 2},
-                # Raccoons fill much of the photo: anchors from 15 % to 95 % of the side.
-                "anchors": {"smin": 0.15, "smax": 0.95},
-            },
-            "optim": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
-            "sched": {"name": "cosine", "warmup_epochs": 2.0},
-            "train": {"lr_mult": {"backbone": 0.3}, "val_every": 5},
-        },
-    )
+    # The own-data presets (`visbricks train locate|detect data=...`) with the overrides a user
+    # would type: the ImageNet MobileNetV2 file, and anchors for objects that fill the photo.
+    common = [
+        f"data={data}",
+        "data.cache=true",
+        f"project={out}",
+        "batch_size=16",
+        "workers=0",
+        "model.backbone=mobilenet_v2",
+        f"model.pretrained={WEIGHTS}",
+        "optim.name=adamw",
+        "optim.weight_decay=0.0001",
+        # Pretrained features need smaller steps than the freshly initialised head.
+        "train.lr_mult={backbone: 0.3}",
+        "train.val_every=5",
+    ]
+    locate = [
+        "locate",
+        *common,
+        "name=locate",
+        f"epochs={args.epochs_locate}",
+        "img_size=224",
+        "model.dropout=0.2",
+        "optim.lr=0.001",
+        "sched.warmup_epochs=1.0",
+    ]
+    detect = [
+        "detect",
+        *common,
+        "name=detect",
+        f"epochs={args.epochs_detect}",
+        "img_size=256",
+        "model.neck_args={out_channels: 96, levels: [1, 2, 3], extra_levels: 2}",
+        # Raccoons fill much of the photo: anchors from 15 % to 95 % of the side.
+        "model.anchors={smin: 0.15, smax: 0.95}",
+        "optim.lr=0.001",
+        "sched.warmup_epochs=2.0",
+    ]
 
     start = time.time()
     loc = train_and_eval(locate, out / "locate" / "locate")

@@ -11,6 +11,7 @@ from visbricks.ops.lanes import (
     cell_labels,
     decode_lanes,
     encode_lanes,
+    extend_to_bottom,
     lane_mask_target,
     local_expectation,
     smooth_lane,
@@ -117,6 +118,50 @@ def test_absent_lanes_and_out_of_image_points_are_minus_one():
         "exist_col": torch.zeros(1, 2, 8, 4),
     }
     assert decode_lanes(out, anchors, (H, W), min_rows=0.9)[0] == []
+
+
+def test_short_lane_is_extended_to_the_bottom_along_its_lower_half():
+    """UFLD's label rule: the straight line through the lower half of the crossings, worked out
+    here by hand for a lane that bends (upper half steeper than the lower one)."""
+    ys = np.arange(10.0, 96.0, 5.0)  # 18 anchor rows, the last at 95
+    x = np.full(len(ys), np.nan)
+    # rows 10..60 (11 points): x = 100 - (y - 10) on the upper part, then slope +2 from y = 40
+    seen = ys <= 60
+    x[seen] = np.where(ys[seen] < 40, 100 - (ys[seen] - 10), 70 + 2 * (ys[seen] - 40))
+    out = extend_to_bottom(x, ys, 256.0)
+    # lower half = last 6 points, rows 35..60: 35 lies on the first piece (x = 75), so the fit
+    # is not exactly slope 2; compare with an independent least-squares line
+    lower = np.flatnonzero(seen)[len(np.flatnonzero(seen)) // 2 :]
+    a = np.vstack([ys[lower], np.ones(len(lower))]).T
+    slope, icpt = np.linalg.lstsq(a, x[lower], rcond=None)[0]
+    below = ys > 60
+    np.testing.assert_allclose(out[below], slope * ys[below] + icpt, rtol=1e-9)
+    np.testing.assert_array_equal(out[seen], x[seen])  # labelled points untouched
+    assert abs(slope - 11 / 7) < 1e-9 and np.isfinite(out).all()  # (75,70,80,...,110): 11/7
+    # leaving the image: positions beyond the right edge stay absent
+    steep = np.where(seen, 150 + 4 * (ys - 10), np.nan)
+    out = extend_to_bottom(steep, ys, 256.0)
+    # (fitted on its 6 in-image points, rows 10..35; below row 60 it is past x = 350)
+    assert np.isnan(out[ys > 60]).all()
+    np.testing.assert_array_equal(out[seen], steep[seen])
+    # too few points (5 < 6) or already at the bottom: unchanged
+    few = np.where(ys <= 30, 100.0, np.nan)
+    np.testing.assert_array_equal(extend_to_bottom(few, ys, 256.0), few)
+    full = np.linspace(10, 50, len(ys))
+    np.testing.assert_array_equal(extend_to_bottom(full, ys, 256.0), full)
+
+
+def test_encode_extends_row_labels_only_when_asked():
+    anchors = LaneAnchors.make(18, 8, 64, 32, 2, row_range=(0.3, 1.0))
+    lane = np.array([[100.0, 30.0], [120.0, 70.0]])  # stops at row 70 of 96
+    plain = encode_lanes([lane, None], (H, W), anchors)["row_pos"][:, 0]
+    extended = encode_lanes([lane, None], (H, W), anchors, extend=True)["row_pos"][:, 0]
+    ys = np.asarray(anchors.rows) * H
+    assert (plain[ys > 70] == -1).all() and (extended[ys > 70] >= 0).all()
+    assert torch.equal(plain[ys <= 70], extended[ys <= 70])
+    # the straight lane continues on its own line: x = 100 + (y - 30) / 2
+    x = (extended[ys > 70].numpy() + 0.5) * W / 64
+    np.testing.assert_allclose(x, 100 + (ys[ys > 70] - 30) / 2, atol=1e-3)
 
 
 def test_local_expectation_uses_window_only():

@@ -122,7 +122,8 @@ class LaneDataset(Dataset):
     """Images + lanes → model inputs and UFLD-V2 targets.
 
     Each sample: ``image`` (3, H, W) normalised float; ``row_pos`` (R, L), ``col_pos`` (C, L)
-    continuous cell positions (-1 absent); ``seg`` (H/8, W/8) slot map when ``seg_stride``;
+    continuous cell positions (-1 absent); ``seg`` (H/8, W/8) slot map when ``seg_stride``
+    (row labels continued to the image bottom with ``extend_lanes``, as UFLD trains);
     ``input_lanes`` (as augmented, input pixels, for drawing); and for evaluation the untouched
     ``lanes`` (original pixels), ``size`` (H0, W0),
     ``h_samples``, ``file``.
@@ -138,6 +139,7 @@ class LaneDataset(Dataset):
         aug: dict[str, Any] | None = None,
         seg_stride: int | None = None,
         seed: int = 0,
+        extend_lanes: bool = False,
     ) -> None:
         self.set = lanes
         self.size = size
@@ -147,6 +149,7 @@ class LaneDataset(Dataset):
         self.aug = dict(aug or {})
         self.seg_stride = seg_stride
         self.seed = seed
+        self.extend_lanes = extend_lanes
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -175,7 +178,7 @@ class LaneDataset(Dataset):
             image, lanes = _affine(image, lanes, rng, self.aug)
             image = _photometric(image, rng, self.aug)
         slots = assign_slots(lanes, w, h, self.anchors.num_lanes)
-        sample = encode_lanes(slots, (h, w), self.anchors)
+        sample = encode_lanes(slots, (h, w), self.anchors, extend=self.extend_lanes)
         if self.seg_stride:
             sample["seg"] = lane_mask_target(slots, (h, w), self.seg_stride)
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255

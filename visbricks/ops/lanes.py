@@ -148,11 +148,41 @@ def assign_slots(lanes: Sequence[Lane], width: float, height: float, num_lanes: 
 
 
 # --------------------------------------------------------------------------- encoding
+def extend_to_bottom(
+    x: np.ndarray, ys: np.ndarray, width: float, min_points: int = 6
+) -> np.ndarray:
+    """UFLD's rule for training labels: a lane whose points stop above the last row anchor (cut
+    by the augmentation's shift or rotation, by an occluder, or by the annotator) continues to
+    the image bottom along a straight line fitted to the lower half of its in-image anchor
+    crossings, when at least ``min_points`` anchors see it. Without it the lowest anchors are
+    labelled "no lane" in a random share of the samples while the painted line plainly goes on,
+    and the model learns a low existence there.
+
+    ``x``: the lane's x at each anchor row ``ys`` (increasing), NaN outside its extent. Returns a
+    copy with the rows below the extent filled; fitted positions outside ``[0, width)`` stay NaN.
+    """
+    finite = np.flatnonzero(np.isfinite(x))
+    seen = np.flatnonzero(np.isfinite(x) & (x >= 0) & (x < width))
+    if len(seen) < min_points or finite[-1] == len(x) - 1:
+        return x
+    lower = seen[len(seen) // 2 :]
+    slope, intercept = np.polyfit(ys[lower], x[lower], 1)
+    out = x.copy()
+    below = np.arange(finite[-1] + 1, len(x))
+    fitted = slope * ys[below] + intercept
+    out[below] = np.where((fitted >= 0) & (fitted < width), fitted, np.nan)
+    return out
+
+
 def encode_lanes(
-    slots: Sequence[Lane | None], size: tuple[int, int], anchors: LaneAnchors
+    slots: Sequence[Lane | None],
+    size: tuple[int, int],
+    anchors: LaneAnchors,
+    extend: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Targets of one image: ``row_pos`` (R, L) and ``col_pos`` (C, L) continuous cell positions,
-    -1 where the lane does not cross the anchor inside the image."""
+    -1 where the lane does not cross the anchor inside the image. ``extend``: row-anchor labels
+    of lanes that stop short of the bottom are continued there (:func:`extend_to_bottom`)."""
     h, w = size
     ys, xs = anchor_positions(anchors, size)
     row = np.full((len(ys), anchors.num_lanes), -1.0, dtype=np.float32)
@@ -161,6 +191,8 @@ def encode_lanes(
         if lane is None or len(lane) < 2:
             continue
         x = x_at_rows(lane, ys)
+        if extend:
+            x = extend_to_bottom(x, ys, w)
         ok = np.isfinite(x) & (x >= 0) & (x < w)
         row[ok, k] = np.clip(x[ok] * anchors.row_cells / w - 0.5, 0, anchors.row_cells - 1)
         y = y_at_cols(lane, xs)
@@ -279,6 +311,7 @@ __all__ = [
     "cell_labels",
     "decode_lanes",
     "encode_lanes",
+    "extend_to_bottom",
     "lane_mask_target",
     "local_expectation",
     "smooth_lane",

@@ -99,6 +99,7 @@ class LanesTask(Task):
                 aug=dict(d.aug) if part == "train" else None,
                 seg_stride=SEG_STRIDE if self.cfg.model.aux_seg and part == "train" else None,
                 seed=self.cfg.seed,
+                extend_lanes=bool(d.extend_lanes),
             )
         return DataBundle(datasets["train"], datasets["val"], self.classes, collate_lanes)
 
