@@ -122,8 +122,9 @@ class LaneDataset(Dataset):
     """Images + lanes → model inputs and UFLD-V2 targets.
 
     Each sample: ``image`` (3, H, W) normalised float; ``row_pos`` (R, L), ``col_pos`` (C, L)
-    continuous cell positions (-1 absent); ``seg`` (H/8, W/8) slot map when ``seg_stride``
-    (row labels continued to the image bottom with ``extend_lanes``, as UFLD trains);
+    continuous cell positions (-1 absent; with ``extend_lanes`` the row labels of a lane that
+    stops short are continued to the image bottom, as UFLD trains); ``seg`` (H/8, W/8) slot map
+    when ``seg_stride``;
     ``input_lanes`` (as augmented, input pixels, for drawing); and for evaluation the untouched
     ``lanes`` (original pixels), ``size`` (H0, W0),
     ``h_samples``, ``file``.
