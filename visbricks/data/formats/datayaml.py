@@ -61,13 +61,9 @@ def load_data_yaml(path: str | Path) -> DataSpec:
     """Parse and validate a data YAML; errors name the file and the key at fault."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"data YAML not found: {path}") from None
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read data YAML {path}: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(KEYS)})")
+        raw = read_yaml_mapping(path)
+    except DataError as e:  # a data YAML given as config: its faults are config errors
+        raise ConfigError(f"{e} ({', '.join(KEYS)})" if "mapping" in str(e) else str(e)) from None
     for key in raw:
         _check_key(path, str(key), KEYS, "key")
 
