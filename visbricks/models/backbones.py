@@ -3,6 +3,11 @@
 Every backbone is an ``nn.Module`` whose ``forward(x)`` returns a list of feature maps ordered by
 increasing stride (4, 8, 16, 32) and which carries ``out_channels`` and ``strides`` — the whole
 interface between a backbone and the neck/head/decoder after it (as in segmentation_models_pytorch).
+``min_stride=2`` (``model.backbone_args: {min_stride: 2}``) adds the stem's stride-2 map in front
+(strides 2, 4, ..., 32), as smp's encoders, timm's ``features_only`` and Monodepth2's encoder give
+it: a U-Net decoder then has a skip connection at stride 2 too. ``min_stride=1`` also puts the
+input image itself in front (stride 1, ``in_channels`` channels): the full-resolution skip of the
+original U-Net, for decoders that go down to stride 1. Off (4) by default.
 
 Module names inside a backbone are torchvision's own (``layer1``, ``features.3`` ...), so a
 torchvision ImageNet file loads by key after one prefix rule (see ``imagenet_rules``).
@@ -10,11 +15,26 @@ torchvision ImageNet file loads by key after one prefix rule (see ``imagenet_rul
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Any
+
 import torch
 import torchvision
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import BACKBONES
+
+MIN_STRIDES = (1, 2, 4)
+
+
+def _check_min_stride(min_stride: object) -> int:
+    if isinstance(min_stride, bool) or min_stride not in MIN_STRIDES:
+        raise ConfigError(
+            f"model.backbone_args.min_stride must be one of {MIN_STRIDES}, got {min_stride!r}"
+        )
+    return int(min_stride)
 
 
 class StagedBackbone(nn.Module):
@@ -34,6 +54,7 @@ class StagedBackbone(nn.Module):
         super().__init__()
         self.strides = strides
         self.out_channels: list[int] = []
+        self.input_level = False  # min_stride 1: the input is the first feature map
 
     def _stage_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -44,7 +65,42 @@ class StagedBackbone(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self._stage_forward(x)
+        features = self._stage_forward(x)
+        return [x, *features] if self.input_level else features
+
+    def _apply_min_stride(self, min_stride: object) -> None:
+        min_stride = _check_min_stride(min_stride)
+        if min_stride <= 2:
+            self._add_stride2_level()
+        if min_stride == 1:
+            self.input_level = True
+            self.strides = [1, *self.strides]
+
+    def _add_stride2_level(self) -> None:
+        """Split the first stage after its last module whose output is at stride 2."""
+        first = self.stage_modules[0]
+        size = 64
+        x = torch.zeros(1, self.in_channels, size, size)
+        last_at_2 = None
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            for i, name in enumerate(first):
+                x = self.get_submodule(name)(x)
+                if x.shape[-1] == size // 2:
+                    last_at_2 = i
+        self.train(was_training)
+        if last_at_2 is None or last_at_2 == len(first) - 1:
+            raise ConfigError(
+                f"backbone {self.tv_name!r} has no stride-2 map inside its first stage; "
+                "model.backbone_args.min_stride must stay 4"
+            )
+        self.stage_modules = [
+            first[: last_at_2 + 1],
+            first[last_at_2 + 1 :],
+            *self.stage_modules[1:],
+        ]
+        self.strides = [2, *self.strides]
 
     def _infer_channels(self) -> None:
         # One tiny dry run is simpler and less error-prone than a channel table per variant.
@@ -53,7 +109,7 @@ class StagedBackbone(nn.Module):
         in_ch = self.in_channels
         with torch.no_grad():
             feats = self._stage_forward(torch.zeros(1, in_ch, 64, 64))
-        self.out_channels = [f.shape[1] for f in feats]
+        self.out_channels = [in_ch] * self.input_level + [f.shape[1] for f in feats]
         self.train(was_training)
 
 
@@ -73,7 +129,7 @@ def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 
 class ResNetBackbone(StagedBackbone):
-    def __init__(self, arch: str, in_channels: int = 3) -> None:
+    def __init__(self, arch: str, in_channels: int = 3, min_stride: int = 4) -> None:
         super().__init__([4, 8, 16, 32])
         tv = getattr(torchvision.models, arch)(weights=None)
         self.tv_name = arch
@@ -93,6 +149,7 @@ class ResNetBackbone(StagedBackbone):
             ["layer4"],
         ]
         self.imagenet_rules = [(r"^fc\.", "head.fc."), (r"^", "backbone.")]
+        self._apply_min_stride(min_stride)
         self._infer_channels()
 
 
@@ -106,6 +163,7 @@ class FeaturesBackbone(StagedBackbone):
         classifier_key: str,
         in_channels: int = 3,
         strides: list[int] | None = None,
+        min_stride: int = 4,
     ) -> None:
         super().__init__(strides or [4, 8, 16, 32])
         tv = getattr(torchvision.models, arch)(weights=None)
@@ -124,6 +182,7 @@ class FeaturesBackbone(StagedBackbone):
             (rf"^classifier\.{classifier_key}\.", "head.fc."),
             (r"^features\.", "backbone.features."),
         ]
+        self._apply_min_stride(min_stride)
         self._infer_channels()
 
     def _patch_first_conv(self, in_channels: int) -> None:
@@ -136,10 +195,10 @@ class FeaturesBackbone(StagedBackbone):
 
 
 class DenseNetBackbone(FeaturesBackbone):
-    def __init__(self, arch: str, in_channels: int = 3) -> None:
+    def __init__(self, arch: str, in_channels: int = 3, min_stride: int = 4) -> None:
         # features: conv0 norm0 relu0 pool0 denseblock1 transition1 denseblock2 ... norm5.
         # The transition's pooling opens the next stride, so it starts the next stage.
-        super().__init__(arch, [4, 6, 8, 10], "", in_channels)
+        super().__init__(arch, [4, 6, 8, 10], "", in_channels, min_stride=min_stride)
         self.imagenet_rules = [
             (r"^classifier\.", "head.fc."),
             (r"^features\.", "backbone.features."),
@@ -148,8 +207,8 @@ class DenseNetBackbone(FeaturesBackbone):
 
 def _register_resnet(arch: str) -> None:
     @BACKBONES.register(arch)
-    def build(in_channels: int = 3) -> ResNetBackbone:
-        return ResNetBackbone(arch, in_channels)
+    def build(in_channels: int = 3, min_stride: int = 4) -> ResNetBackbone:
+        return ResNetBackbone(arch, in_channels, min_stride)
 
 
 for _arch in ("resnet18", "resnet34", "resnet50"):
@@ -168,8 +227,8 @@ _FEATURE_ARCHS = {
 
 def _register_features(arch: str, ends: list[int], key: str) -> None:
     @BACKBONES.register(arch)
-    def build(in_channels: int = 3) -> FeaturesBackbone:
-        return FeaturesBackbone(arch, ends, key, in_channels)
+    def build(in_channels: int = 3, min_stride: int = 4) -> FeaturesBackbone:
+        return FeaturesBackbone(arch, ends, key, in_channels, min_stride=min_stride)
 
 
 for _arch, (_ends, _key) in _FEATURE_ARCHS.items():
@@ -177,20 +236,19 @@ for _arch, (_ends, _key) in _FEATURE_ARCHS.items():
 
 
 @BACKBONES.register("densenet121")
-def densenet121(in_channels: int = 3) -> DenseNetBackbone:
-    return DenseNetBackbone("densenet121", in_channels)
+def densenet121(in_channels: int = 3, min_stride: int = 4) -> DenseNetBackbone:
+    return DenseNetBackbone("densenet121", in_channels, min_stride)
 
 
 class TimmBackbone(nn.Module):
     """Any timm model with ``features_only=True``; selected as ``model.backbone: timm:<name>``."""
 
-    def __init__(self, name: str, in_channels: int = 3) -> None:
+    def __init__(self, name: str, in_channels: int = 3, min_stride: int = 4) -> None:
         super().__init__()
+        min_stride = _check_min_stride(min_stride)
         try:
             import timm
         except ImportError:  # pragma: no cover - depends on the environment
-            from ..errors import ConfigError
-
             raise ConfigError(
                 f"backbone 'timm:{name}' needs timm: pip install 'visbricks[timm]'"
             ) from None
@@ -198,20 +256,35 @@ class TimmBackbone(nn.Module):
             name, pretrained=False, features_only=True, in_chans=in_channels
         )
         info = self.body.feature_info
-        # Keep the levels with stride ≥ 4 so every backbone offers the same 4/8/16/32 pyramid.
-        keep = [i for i, r in enumerate(info.reduction()) if r >= 4]
+        # Keep the levels with stride ≥ 4 so every backbone offers the same 4/8/16/32 pyramid
+        # (≥ 2 with min_stride 2 or 1, where the model has a stride-2 level).
+        keep = [i for i, r in enumerate(info.reduction()) if r >= max(2, min_stride)]
+        if min_stride <= 2 and info.reduction()[keep[0]] != 2:
+            raise ConfigError(
+                f"backbone 'timm:{name}' has no stride-2 feature map; "
+                "model.backbone_args.min_stride must stay 4"
+            )
         self.keep = keep
-        self.out_channels = [info.channels()[i] for i in keep]
-        self.strides = [info.reduction()[i] for i in keep]
+        self.input_level = min_stride == 1
+        self.out_channels = [in_channels] * self.input_level + [info.channels()[i] for i in keep]
+        self.strides = [1] * self.input_level + [info.reduction()[i] for i in keep]
         self.tv_name = name
         self.imagenet_rules = [(r"^", "backbone.body.")]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
-        return [feats[i] for i in self.keep]
+        return [x] * self.input_level + [feats[i] for i in self.keep]
 
 
-def build_backbone(name: str, in_channels: int = 3) -> nn.Module:
+def build_backbone(name: str, in_channels: int = 3, **backbone_args: Any) -> nn.Module:
+    """The backbone ``name`` (registered, or ``timm:<name>``); ``backbone_args`` are
+    ``model.backbone_args`` (today ``min_stride``), a wrong keyword is a ConfigError naming it."""
     if name.startswith("timm:"):
-        return TimmBackbone(name.split(":", 1)[1], in_channels)
-    return BACKBONES.build(name, in_channels=in_channels)
+        builder = functools.partial(TimmBackbone, name.split(":", 1)[1])
+    else:
+        builder = BACKBONES.get(name)
+    try:
+        inspect.signature(builder).bind(in_channels=in_channels, **backbone_args)
+    except TypeError as e:
+        raise ConfigError(f"model.backbone_args for backbone {name!r}: {e}") from None
+    return builder(in_channels=in_channels, **backbone_args)

@@ -141,9 +141,14 @@ class DepthModel(nn.Module):
         max_depth: float = 100.0,
         fixed_scale: bool = False,
         head_args: dict | None = None,
+        backbone_args: dict | None = None,
     ) -> None:
         super().__init__()
-        self.depth_encoder = build_backbone(backbone, in_channels=in_channels)
+        # backbone_args (e.g. min_stride: 2, Monodepth2's skip at stride 2) shape the depth
+        # encoder; the pose encoder only feeds its coarsest map to the pose decoder.
+        self.depth_encoder = build_backbone(
+            backbone, in_channels=in_channels, **dict(backbone_args or {})
+        )
         # Start at the log-middle of the depth range (Monodepth2's sigmoid midpoint is only 2x
         # from min_depth for 0.1..100 m): the same room (~30x) for the scene to spread nearer
         # and farther. With fixed_scale this is also where each image's mean disparity stays.

@@ -142,7 +142,9 @@ class Task:
         m = self.cfg.model
         # Random initialisation is part of the run: the same seed builds the same model.
         torch.manual_seed(self.cfg.seed)
-        backbone = build_backbone(m.backbone, in_channels=m.in_channels)
+        backbone = build_backbone(
+            m.backbone, in_channels=m.in_channels, **dict(m.get("backbone_args") or {})
+        )
         channels, strides = backbone.out_channels, backbone.strides
         neck = None
         if m.neck:

@@ -145,6 +145,7 @@ class DepthTask(Task):
             self.max_depth,
             m.fixed_scale,
             head_args=dict(m.get("head_args") or {}),
+            backbone_args=dict(m.get("backbone_args") or {}),
         )
         if load_pretrained:
             self.load_pretrained(model)
