@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
+
+
+def check_arguments(
+    fn: Callable[..., Any], where: str, hint: str, /, *args: Any, **kwargs: Any
+) -> None:
+    """Raise one ConfigError ``"{where}: {why}{hint}"`` unless ``fn(*args, **kwargs)`` binds.
+
+    Every brick built from user keywords (backbone, neck, head, block) calls this first, so a
+    misspelt or missing keyword is named where it was set, not raised as a TypeError from inside.
+    """
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}{hint}") from None
 
 
 class Registry:

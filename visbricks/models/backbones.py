@@ -16,7 +16,6 @@ torchvision ImageNet file loads by key after one prefix rule (see ``imagenet_rul
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ import torchvision
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import BACKBONES
+from ..registry import BACKBONES, check_arguments
 
 MIN_STRIDES = (1, 2, 4)
 
@@ -283,8 +282,6 @@ def build_backbone(name: str, in_channels: int = 3, **backbone_args: Any) -> nn.
         builder = functools.partial(TimmBackbone, name.split(":", 1)[1])
     else:
         builder = BACKBONES.get(name)
-    try:
-        inspect.signature(builder).bind(in_channels=in_channels, **backbone_args)
-    except TypeError as e:
-        raise ConfigError(f"model.backbone_args for backbone {name!r}: {e}") from None
+    where = f"model.backbone_args for backbone {name!r}"
+    check_arguments(builder, where, "", in_channels=in_channels, **backbone_args)
     return builder(in_channels=in_channels, **backbone_args)

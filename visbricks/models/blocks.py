@@ -28,7 +28,7 @@ from torchvision.ops import Conv2dNormActivation, DeformConv2d, SqueezeExcitatio
 from torchvision.ops.misc import ConvNormActivation
 
 from ..errors import ConfigError
-from ..registry import BLOCKS
+from ..registry import BLOCKS, check_arguments
 
 NORMS = ("bn", "gn", "none")
 ACTIVATIONS: dict[str, Callable[..., nn.Module] | None] = {
@@ -680,12 +680,8 @@ def build_block(
         raise ConfigError(
             f"{name!r} is an attention module, not a conv block: use it as attention: {name}"
         )
-    try:
-        inspect.signature(cls).bind(in_channels, out_channels, stride, **options)
-    except TypeError as e:
-        raise ConfigError(
-            f"block {name!r}: {e} (its options: {', '.join(block_options(name))}, attention)"
-        ) from None
+    hint = f" (its options: {', '.join(block_options(name))}, attention)"
+    check_arguments(cls, f"block {name!r}", hint, in_channels, out_channels, stride, **options)
     block = cls(in_channels, out_channels, stride, **options)
     if attention:
         att = BLOCKS.get(attention)

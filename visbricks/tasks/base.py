@@ -6,7 +6,6 @@ draw a batch; the Trainer knows none of these and drives any task.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ..metrics.base import EvalResult, Evaluator
 from ..models.backbones import TimmBackbone, build_backbone
 from ..models.heads import build_head
 from ..models.model import VisionModel
-from ..registry import HEADS, NECKS
+from ..registry import HEADS, NECKS, check_arguments
 
 
 class Task:
@@ -152,10 +151,9 @@ class Task:
             # a wrong keyword is named here rather than as a TypeError from inside the class.
             kwargs = dict(m.neck_args or {})
             cls = NECKS.get(m.neck)
-            try:
-                inspect.signature(cls).bind(channels, strides, **kwargs)
-            except TypeError as e:
-                raise ConfigError(f"model.neck_args for neck {m.neck!r}: {e}") from None
+            check_arguments(
+                cls, f"model.neck_args for neck {m.neck!r}", "", channels, strides, **kwargs
+            )
             try:
                 neck = cls(channels, strides, **kwargs)
             except ConfigError as e:  # e.g. a wrong block option: say where it was set
@@ -178,8 +176,10 @@ class Task:
             # the torch hub cache (never downloaded), else random initialisation, said once.
             cached = _cached_imagenet(getattr(model.backbone, "tv_name", None))
             if cached is None:
-                print("model.pretrained=auto: no cached ImageNet weights for this backbone; "
-                      "training from random initialisation (model.pretrained=imagenet fetches)")
+                print(
+                    "model.pretrained=auto: no cached ImageNet weights for this backbone; "
+                    "training from random initialisation (model.pretrained=imagenet fetches)"
+                )
                 return None
             return load_weights(model, cached, "mapping", rules)
         if source == "imagenet" and isinstance(model.backbone, TimmBackbone):

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import ConfigError
-from ...registry import HEADS
+from ...registry import HEADS, check_arguments
 from . import classification, locate, segment, ssd, ufld  # noqa: F401  (registers the heads)
 
 
@@ -39,13 +39,9 @@ def build_head(
     kwargs = {k: v for k, v in task_kwargs.items() if open_kwargs or k in params}
     kwargs.update(head_args or {})
     channels, strides = [int(c) for c in in_channels], [int(s) for s in strides]
-    try:
-        inspect.signature(cls).bind(channels, strides, **kwargs)
-    except TypeError as e:
-        names = [p for p in params if p not in ("in_channels", "strides")]
-        raise ConfigError(
-            f"model.head_args for head {name!r}: {e} (its parameters: {', '.join(names)})"
-        ) from None
+    names = [p for p in params if p not in ("in_channels", "strides")]
+    hint = f" (its parameters: {', '.join(names)})"
+    check_arguments(cls, f"model.head_args for head {name!r}", hint, channels, strides, **kwargs)
     try:
         return cls(channels, strides, **kwargs)
     except ConfigError as e:
