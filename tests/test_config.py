@@ -79,3 +79,44 @@ def test_unknown_task_suggests():
 def test_null_switches_a_mapping_off():
     cfg = load_config("classify-shapes", ["data.synth=null"])
     assert cfg.data.synth is None
+
+
+def test_env_overrides_follow_the_command_line_and_are_announced(monkeypatch, capsys):
+    monkeypatch.setenv("VISBRICKS_OVERRIDES", "epochs=1 'model.head_args={dropout: 0.5}'")
+    cfg = load_config("classify-shapes", ["epochs=7", "optim.lr=0.5"])
+    assert cfg.epochs == 1 and cfg.optim.lr == 0.5  # the variable wins over the command line
+    assert cfg.model.head_args == {"dropout": 0.5}  # shell quoting keeps a value with spaces
+    assert "VISBRICKS_OVERRIDES adds: epochs=1" in capsys.readouterr().err
+    # A saved run's config (a dict) is what it was: the variable shrinks commands, not runs.
+    assert load_config({"task": "classify", "epochs": 4}).epochs == 4
+    monkeypatch.setenv("VISBRICKS_OVERRIDES", "optim.lrr=1")
+    with pytest.raises(ConfigError, match="'optim.lrr'"):
+        load_config("classify-shapes")
+    monkeypatch.setenv("VISBRICKS_OVERRIDES", "epochs='1")
+    with pytest.raises(ConfigError, match="VISBRICKS_OVERRIDES"):
+        load_config("classify-shapes")
+
+
+def test_presets_state_a_time_budget_that_epochs_switches_off():
+    from visbricks.config import CONFIG_DIR
+
+    synthetic = [p.stem for p in CONFIG_DIR.glob("*.yaml") if load_config(p.stem).data.synth]
+    assert len(synthetic) == 7
+    for preset in synthetic:
+        assert load_config(preset).train.time > 0, preset
+        cfg = load_config(preset, ["epochs=2"])
+        assert cfg.train.time is None and cfg.epochs == 2
+        both = load_config(preset, ["epochs=2", "train.time=30"])
+        assert both.train.time == 30 and both.epochs == 2
+
+
+def test_classification_presets_generate_their_data_from_an_empty_folder(tmp_path, monkeypatch):
+    from visbricks.tasks import build_task
+
+    monkeypatch.chdir(tmp_path)
+    synth = ["data.synth.n_train=12", "data.synth.n_val=6", "data.synth.size=32"]
+    for preset in ("classify-shapes", "multilabel-shapes"):
+        task = build_task(load_config(preset, synth))
+        data = task.build_data()  # the one place data is prepared
+        assert len(data.train) > 0 and len(data.val) > 0, preset
+    assert (tmp_path / "data" / "shapes" / ".complete").is_file()

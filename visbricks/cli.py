@@ -9,13 +9,23 @@ from pathlib import Path
 
 from .errors import VisbricksError
 
+# When the command started (this module loads first): the demo's time= counts from here, so
+# importing torch is inside its budget too.
+_STARTED: float | None = time.time()
+
+
+def _command_start() -> float:
+    global _STARTED
+    started, _STARTED = _STARTED, None  # once: a second call in one process starts anew
+    return started if started is not None else time.time()
+
 EPILOG = (
     "Every config key can be overridden as key=value, e.g. optim.lr=0.01 model.backbone=resnet34"
 )
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import env_overrides, load_config
 
     overrides = list(args.overrides)
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
@@ -24,7 +34,7 @@ def _train(args: argparse.Namespace) -> None:
         from .engine.checkpoint import RESUME_KEYS, read_checkpoint
 
         saved = read_checkpoint(resume, RESUME_KEYS)["config"]
-        cfg = load_config(saved, overrides)
+        cfg = load_config(saved, [*overrides, *env_overrides()])
     else:
         cfg = load_config(args.config, overrides)
     from .engine.distributed import env_world_size, launch_standalone
@@ -234,12 +244,28 @@ def _data_convert(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import env_overrides, load_config
     from .deploy.loading import load_run
     from .deploy.predict import predict
 
-    start = time.time()
-    cfg = load_config(args.preset, args.overrides)
+    start = args.started
+    overrides = [o for o in args.overrides if not o.startswith("time=")]
+    budget = _demo_budget([*args.overrides, *env_overrides()])
+    cfg = load_config(args.preset, overrides)
+    if budget is not None:
+        # The budget is the whole command's: generating the data (first run) and the
+        # predictions after training come out of it, so training gets what is left.
+        from .tasks import build_task
+
+        build_task(cfg).prepare_data()
+        left = budget - (time.time() - start) - DEMO_RESERVE_S
+        if left <= 0:
+            raise VisbricksError(
+                f"demo time={budget:g}: preparing the data took {time.time() - start:.0f} s, "
+                "nothing is left for training; give a larger time="
+            )
+        cfg = load_config(args.preset, [*overrides, f"train.time={left:.1f}"])
+        print(f"demo: {budget:g} s in all, {left:.0f} s of it for training + validation")
     trainer, metrics = run_training(cfg)
     train_time = time.time() - start
     run = load_run(trainer.run_dir)
@@ -268,6 +294,29 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"  predictions:   {out}")
     print(f"TensorBoard:     tensorboard --logdir {trainer.run_dir}")
     print(f"total time:      {time.time() - start:.0f}s")
+
+
+DEMO_TIME_S = 300.0  # what `visbricks demo` takes in all, by default
+DEMO_RESERVE_S = 10.0  # of it, for building the model, predicting and reporting after training
+
+
+def _demo_budget(overrides: list[str]) -> float | None:
+    """``time=SECONDS`` among the demo's arguments (default 300), or None when ``epochs=`` or
+    ``train.time=`` asks for something else."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("time=")]
+    if any(o.startswith(("epochs=", "train.time=")) for o in overrides):
+        if given:
+            raise VisbricksError("demo: give time= or epochs= / train.time=, not both")
+        return None
+    if not given:
+        return DEMO_TIME_S
+    try:
+        value = float(given[-1])
+    except ValueError:
+        raise VisbricksError(f"demo: time= takes seconds, got {given[-1]!r}") from None
+    if not value > 0:
+        raise VisbricksError(f"demo: time= must be > 0 seconds, got {given[-1]!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,15 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--out", required=True)
     dv.set_defaults(func=_data_convert)
 
-    m = sub.add_parser("demo", help="train, evaluate and predict on the embedded default data")
+    m = sub.add_parser(
+        "demo",
+        help="train, evaluate and predict on the embedded default data within time=SECONDS "
+        "(default 300, the whole command)",
+    )
     m.add_argument("--preset", default="detect-shapes")
-    m.add_argument("overrides", nargs="*")
+    m.add_argument("overrides", nargs="*", help="time=SECONDS, and key=value as for train")
     m.set_defaults(func=_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The console script (argv from sys.argv) counts from the process start; a call with its own
+    # argv (tests, notebooks) from now.
+    args.started = _command_start() if argv is None else time.time()
     try:
         args.func(args)
     except VisbricksError as e:

@@ -26,7 +26,10 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import os
 import re
+import shlex
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,12 +439,16 @@ _DATA_SOURCE_KEYS = ("format", "train", "val", "classes")
 def _own_data(
     pairs: list[tuple[list[str], Any]], synthetic: bool
 ) -> list[tuple[list[str], Any]]:
-    """``data=PATH`` is ``data.root=PATH``. Giving ``data.root`` to a preset with synthetic
+    """``data=PATH`` is ``data.root=PATH``; ``epochs=N`` without ``train.time`` switches a
+    preset's time budget off (N epochs, as asked). Giving ``data.root`` to a preset with synthetic
     data replaces its data source: the generator (``data.synth``) and the format/split/class
     keys go back to the task defaults (auto-detection) unless those are overridden too."""
     pairs = [(["data", "root"], v) if k == ["data"] and not isinstance(v, dict) else (k, v)
              for k, v in pairs]
     given = {tuple(k[:2]) for k, _ in pairs}  # data.synth.n_train=8 counts as giving data.synth
+    if ("epochs",) in given and ("train", "time") not in given:
+        # A preset states a time budget; epochs=N on top asks for N epochs instead.
+        pairs = [(["train", "time"], None), *pairs]
     if ("data", "root") not in given or not synthetic:
         return pairs
     keys = ("synth", *_DATA_SOURCE_KEYS)
@@ -465,15 +472,44 @@ class _Reset:
 _RESET = _Reset()
 
 
+ENV_OVERRIDES = "VISBRICKS_OVERRIDES"
+_announced: set[str] = set()
+
+
+def env_overrides() -> list[str]:
+    """The ``key=value`` overrides in ``$VISBRICKS_OVERRIDES`` (shell-quoted, space-separated).
+
+    They come after the command line's, so they win: a CI smoke run or the README test shrinks
+    every command it runs (``epochs=1 data.synth.n_train=64``) without editing the commands.
+    Said once per process on stderr, so a run never differs from its command unannounced.
+    """
+    raw = os.environ.get(ENV_OVERRIDES, "").strip()
+    if not raw:
+        return []
+    try:
+        found = shlex.split(raw)
+    except ValueError as e:
+        raise ConfigError(f"${ENV_OVERRIDES}: cannot split {raw!r} ({e})") from None
+    if raw not in _announced:
+        _announced.add(raw)
+        print(f"${ENV_OVERRIDES} adds: {' '.join(found)}", file=sys.stderr)
+    return found
+
+
 def load_config(
     name: str | Path | Mapping = "classify-shapes", overrides: Iterable[str] = ()
 ) -> Config:
-    """Resolve a preset name, YAML path or dict plus ``key=value`` overrides; checked."""
+    """Resolve a preset name, YAML path or dict plus ``key=value`` overrides; checked.
+
+    For a preset or YAML file, ``$VISBRICKS_OVERRIDES`` follows ``overrides`` (see
+    :func:`env_overrides`); a dict (a saved run's config) takes only the given overrides.
+    """
     if isinstance(name, Mapping):
         user, source, stem = dict(name), "<dict>", "config"
     else:
         path, stem = _find_config(name)
         user, source = _read_yaml(path), str(path)
+        overrides = [*overrides, *env_overrides()]
     preset_data = user.get("data") if isinstance(user.get("data"), Mapping) else {}
     override_pairs = _own_data(
         [parse_override(o) for o in overrides], synthetic=bool(preset_data.get("synth"))

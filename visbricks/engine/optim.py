@@ -146,6 +146,15 @@ class LRSchedule:
             return c["gamma"] ** sum(epoch >= m for m in c["milestones"])
         return 1.0
 
+    def set_total(self, total_steps: int, epochs: int) -> None:
+        """Lay the schedule over ``total_steps`` optimizer steps (a ``train.time`` plan): every
+        epoch count of ``sched`` (``warmup_epochs``, ``milestones``) becomes that fraction of
+        ``epochs``, so a preset's schedule keeps its shape whatever the budget buys."""
+        self.steps_per_epoch = max(1, total_steps) / max(1, epochs)
+        self.total = max(1, total_steps)
+        self.warmup = round(self.cfg["warmup_epochs"] * self.steps_per_epoch)
+        self.apply()
+
     def apply(self) -> None:
         f = self.factor(self.last_step)
         for group in self.optimizer.param_groups:

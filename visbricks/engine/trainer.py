@@ -27,6 +27,7 @@ from ..data.bundle import DataBundle
 from ..errors import ConfigError, TrainingDiverged, VisbricksError
 from ..metrics.base import EvalResult
 from . import distributed
+from .budget import TimeBudget
 from .checkpoint import (
     RESUME_KEYS,
     atomic_write,
@@ -142,6 +143,8 @@ class Trainer:
                 self._apply_freeze(e, quiet=True)
         if t.ema:
             self.ema = ModelEMA(self.model, t.ema_decay)
+        # train.time: the optimizer steps are planned to fit the budget (engine/budget.py).
+        self.budget = TimeBudget(t.time, self.steps_per_epoch, t.val_every) if t.time else None
         if ckpt is not None:
             self._load_checkpoint(ckpt)
         if self.dist.is_main:
@@ -249,6 +252,7 @@ class Trainer:
             "best": self.best,
             "rng": get_rng_state(),
             "generator": self.generator.get_state(),
+            "budget": self.budget.state_dict() if self.budget else None,
             "config": self.cfg.to_dict(),
             "classes": list(self.data.classes),
         }
@@ -264,6 +268,19 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.history = self._read_results()[: self.epoch]
+        if self.budget is not None and ckpt.get("budget"):
+            # The same plan, from where it stood; a new train.time extends or shortens it.
+            self.budget.load_state_dict(ckpt["budget"])
+            self.budget.seconds = float(self.cfg.train.time)
+            if self.budget.plan is not None:
+                self.schedule.set_total(self.budget.plan.total_steps, self.cfg.epochs)
+            planned = self.budget.plan.total_steps if self.budget.plan else "?"
+            print(
+                f"resumed {self.run_dir} at epoch {self.epoch + 1}, step "
+                f"{self.schedule.last_step}/{planned} of a {self.budget.seconds:g} s budget "
+                f"({self.budget.spent:.1f} s spent)"
+            )
+            return
         if self.cfg.epochs != ckpt["config"]["epochs"]:
             # Extending a run stretches the schedule over the new length from where it stands.
             self.schedule = LRSchedule(
@@ -314,8 +331,11 @@ class Trainer:
         metrics: dict = {}
         print(f"run folder: {self.run_dir}")
         print(self.describe_setup())
+        if self.budget is not None:
+            self.budget.start()
+        self._bookkeeping_s = 0.0  # checkpoint, plots and logs of the last epoch (train.time)
         staging = self.plots_dir / ".val"  # plots of this epoch's validation, published if best
-        while self.epoch < cfg.epochs:
+        while not self._finished():
             epoch = self.epoch
             self._apply_freeze(epoch)
             # Reseeding per epoch makes each epoch independent of the ones before it (resume).
@@ -324,16 +344,24 @@ class Trainer:
             if self.dist.active:  # DDP over the parameters trained this epoch; same shuffle
                 self.dist.set_epoch(self.train_loader, epoch)
                 self.train_model = self.dist.wrap(self._train_base)
-            start = time.time()
+            start, steps_before = time.time(), self.schedule.last_step
             train_stats = self._train_epoch(epoch)
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
-            last = epoch + 1 == cfg.epochs
-            validated = last or (epoch + 1) % t.val_every == 0
+            last = self._finished(epoch + 1)
+            validated = last or (epoch + 1) % self._val_every() == 0
+            val_start = time.time()
             if validated:
                 metrics = self.evaluate(plots=t.plots, plots_dir=staging).metrics
                 row.update(metrics)
+            val_s = time.time() - val_start
             row["time"] = time.time() - start
             row["amp"] = self.precision.mode
+            if self.budget is not None:
+                row["steps"] = self.schedule.last_step
+                if self.budget.plan is not None:
+                    row["planned_steps"] = self.budget.plan.total_steps
+                row["planned_time"] = self.budget.seconds
+                row["elapsed"] = self.budget.elapsed()
             self.history.append(row)
             self.epoch += 1
             value = row.get(metric_key)
@@ -348,6 +376,16 @@ class Trainer:
                 # pr_curve.png, the confusion matrix and predictions.png show the weights that
                 # best.safetensors holds (what eval uses), also after a resume.
                 self._publish_plots(staging)
+            if self.budget is not None and not last:
+                # What this epoch cost besides its steps at the measured pace and validation:
+                # loader start-up, the first step, and (measured one epoch late) checkpoint and
+                # plots. The plan is made or corrected before the checkpoint, which keeps it.
+                self.budget.pause()
+                steps_run = self.schedule.last_step - steps_before
+                overhead = time.time() - start - val_s - steps_run * self.budget.pace()
+                overhead += self._bookkeeping_s
+                self._plan_budget(val_s if validated else None, max(0.0, overhead))
+            bookkeeping_start = time.time()
             if self.dist.is_main:  # rank 0 alone writes
                 self._write_results()
                 save_checkpoint(self._checkpoint(), self.weights_dir / "last.ckpt")
@@ -363,16 +401,120 @@ class Trainer:
                 f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train/", "val/"))
             )
             print(
-                f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({row['time']:.1f}s, "
+                f"epoch {epoch + 1}/{self._epochs_shown()}: {shown} ({row['time']:.1f}s, "
                 f"{row['img_s']:.1f} img/s, data wait {100 * row['data_wait']:.1f}%)",
                 flush=True,
+            )
+            self._bookkeeping_s = time.time() - bookkeeping_start
+        if self.budget is not None:
+            plan = self.budget.plan
+            print(
+                f"train.time: budget {self.budget.seconds:g} s, used {self.budget.elapsed():.1f} s"
+                f" for {self.schedule.last_step} optimizer steps"
+                + (f" ({plan.total_steps} planned, {self.budget.replans} re-plans)" if plan else "")
             )
         if self.writer:
             self.writer.close()
         return metrics
 
+    # ---- the time budget (train.time) ---------------------------------------------------------
+    def _finished(self, epochs_done: int | None = None) -> bool:
+        """Whether training is over after ``epochs_done`` epochs (default: those done)."""
+        epochs_done = self.epoch if epochs_done is None else epochs_done
+        if self.budget is None:
+            return epochs_done >= self.cfg.epochs
+        plan = self.budget.plan
+        if plan is None:  # not measured yet: over only if the budget is gone already
+            return epochs_done > 0 and self.budget.remaining() <= 0
+        return self.schedule.last_step >= plan.total_steps
+
+    def _val_every(self) -> int:
+        if self.budget is not None and self.budget.plan is not None:
+            return self.budget.plan.val_every
+        return self.cfg.train.val_every
+
+    def _epochs_shown(self) -> str:
+        if self.budget is None:
+            return str(self.cfg.epochs)
+        plan = self.budget.plan
+        return f"~{plan.epochs(self.steps_per_epoch)}" if plan else "?"
+
+    def _plan_budget(self, val_s: float | None, overhead_s: float | None) -> None:
+        """Make the plan (once enough steps were timed) or correct it; every rank follows
+        rank 0's plan. ``val_s`` / ``overhead_s``: measured at an epoch end, else estimated."""
+        budget = self.budget
+        assert budget is not None
+        steps, epochs = self.schedule.last_step, self.epoch
+        if budget.plan is None:
+            if not budget.can_measure():
+                return  # one step timed: no pace yet
+            if val_s is None:
+                val_s = self._estimate_validation()
+
+            def make():
+                return budget.make_plan(steps, epochs, val_s, overhead_s or 0.0)
+
+            plan = self.dist.run_on_main(make)
+            budget.plan = plan
+            print(
+                f"train.time={budget.seconds:g}s: {plan.step_s:.3f} s/step, validation "
+                f"~{plan.val_s:.1f} s; planned {plan.total_steps} optimizer steps "
+                f"({plan.total_steps / self.steps_per_epoch:.1f} epochs), validation every "
+                f"{plan.val_every} epoch{'s' if plan.val_every > 1 else ''}",
+                flush=True,
+            )
+        else:
+            plan = self.dist.run_on_main(lambda: budget.check(steps, epochs, val_s, overhead_s))
+            if plan is None:
+                return
+            budget.plan = plan
+            print(
+                f"train.time: re-planned to {plan.total_steps} steps at {plan.step_s:.3f} s/step",
+                flush=True,
+            )
+        self.schedule.set_total(budget.plan.total_steps, self.cfg.epochs)
+
+    def _after_step(self) -> None:
+        """Under train.time, after each optimizer step: time it, plan once enough steps are
+        timed, check the plan every tenth of it."""
+        budget = self.budget
+        assert budget is not None
+        steps = self.schedule.last_step
+        budget.step_done(steps)
+        if budget.ready_to_plan():
+            self._plan_budget(None, None)
+        elif budget.plan is not None:
+            every = max(1, budget.plan.total_steps // 10)
+            if steps % every == 0:
+                self._plan_budget(None, None)
+
+    @torch.no_grad()
+    def _estimate_validation(self) -> float:
+        """Seconds one validation will take, before any has run: two batches timed (the first
+        pays the loader's start-up, once), extrapolated to the split, plus a quarter for the
+        metrics."""
+        model = self._eval_model()
+        was_training = model.training
+        model.eval()
+        n = len(self.val_loader)
+        times = []
+        tick = time.perf_counter()
+        for i, batch in enumerate(self.val_loader):
+            self.task.forward(model, self.task.to_device(batch, self.device))
+            times.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
+            if i == 1:
+                break
+        model.train(was_training)
+        if was_training:
+            self._set_train_mode()
+        if not times:
+            return 0.0
+        per_batch = times[-1]
+        return times[0] + 1.25 * per_batch * max(0, n - 1)
+
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         self._set_train_mode()
         n_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
@@ -382,7 +524,7 @@ class Trainer:
         log_every = max(1, round(n_batches * t.log_every / 100)) if t.log_every else 0
         bar = tqdm(
             total=n_batches,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            desc=f"epoch {epoch + 1}/{self._epochs_shown()}",
             leave=False,
             dynamic_ncols=True,
             disable=not interactive,
@@ -394,6 +536,8 @@ class Trainer:
         start = time.perf_counter()
         batches = iter(self.train_loader)
         for i in range(n_batches):
+            if self.budget is not None and self._finished():
+                break  # the planned steps are done: the last epoch of a budget is partial
             tick = time.perf_counter()
             try:
                 batch = next(batches)
@@ -432,6 +576,8 @@ class Trainer:
                 self.schedule.step()
                 if self.ema:
                     self.ema.update(self.model)
+                if self.budget is not None:
+                    self._after_step()
             if not self._compile_reported:
                 self._compile_reported = True
                 print(
@@ -456,7 +602,7 @@ class Trainer:
             if not interactive and log_every and ((i + 1) % log_every == 0 or i + 1 == n_batches):
                 shown = " ".join(f"{k}={v}" for k, v in stats.items())
                 print(
-                    f"epoch {epoch + 1}/{cfg.epochs} {i + 1}/{n_batches} "
+                    f"epoch {epoch + 1}/{self._epochs_shown()} {i + 1}/{n_batches} "
                     f"({100 * (i + 1) // n_batches}%) {shown}",
                     flush=True,
                 )

@@ -82,6 +82,14 @@ class Task:
         raise NotImplementedError
 
     def build_data(self) -> DataBundle:
+        """Train and val datasets: the one place data is prepared (generated on first use by a
+        preset with ``data.synth``, else checked to exist) before it is read. Every entry point
+        (train, eval, demo, quantize, the Python API) goes through here."""
+        self.prepare_data()
+        return self.datasets()
+
+    def datasets(self) -> DataBundle:
+        """The train and val datasets of prepared data (a task's own reading)."""
         raise NotImplementedError
 
     def to_device(self, batch: dict, device: torch.device, channels_last: bool = False) -> dict:

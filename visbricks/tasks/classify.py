@@ -69,7 +69,7 @@ class ClassifyTask(Task):
             return csv_classes(self._split_path("train"))
         raise ConfigError(f"data.format for {self.name} must be imagefolder or csv, got {fmt!r}")
 
-    def build_data(self) -> DataBundle:
+    def datasets(self) -> DataBundle:
         d = self.cfg.data
         classes = self.classes
         datasets = {}

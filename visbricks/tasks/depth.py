@@ -102,8 +102,7 @@ class DepthTask(Task):
     def find_classes(self) -> list[str]:
         return []  # depth has no classes
 
-    def build_data(self) -> DataBundle:
-        self.prepare_data()
+    def datasets(self) -> DataBundle:
         d = self.cfg.data
         if d.format != "sequence":
             raise ConfigError(f"data.format for depth must be 'sequence', got {d.format!r}")

@@ -137,8 +137,7 @@ class BoxTask(Task):
     def find_classes(self) -> list[str]:
         return list(self._read("train", None).classes)
 
-    def build_data(self) -> DataBundle:
-        self.prepare_data()
+    def datasets(self) -> DataBundle:
         classes = self.classes
         d = self.cfg.data
         datasets = {}
@@ -162,8 +161,7 @@ class BoxTask(Task):
         )
 
     def sample_files(self, n: int = 8, split: str = "val") -> list[Path]:
-        """Up to ``n`` image files spread over a split (for demos)."""
-        self.prepare_data()
+        """Up to ``n`` image files spread over a split (for demos; the data is prepared)."""
         records = self._read(split, self.classes).records
         step = max(1, len(records) // max(n, 1))
         root = self._sets[split].root

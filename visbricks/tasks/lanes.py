@@ -85,8 +85,7 @@ class LanesTask(Task):
             raise DataError(f"{root}: split {split!r} has no images")
         return ds
 
-    def build_data(self) -> DataBundle:
-        self.prepare_data()
+    def datasets(self) -> DataBundle:
         d = self.cfg.data
         datasets = {}
         for part in ("train", "val"):

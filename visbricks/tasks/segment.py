@@ -183,8 +183,7 @@ class SegmentTask(Task):
         mb = d.get("cache_mb") if hasattr(d, "get") else None
         return True if mb is None else int(mb * 2**20)
 
-    def build_data(self) -> DataBundle:
-        self.prepare_data()
+    def datasets(self) -> DataBundle:
         classes = self.classes
         train, val = self._dataset("train", True), self._dataset("val", False)
         return DataBundle(
@@ -196,7 +195,7 @@ class SegmentTask(Task):
         )
 
     def sample_files(self, n: int = 8, split: str = "val") -> list[Path]:
-        self.prepare_data()
+        """Up to ``n`` image files spread over a split (for demos; the data is prepared)."""
         ds = self._read(split)
         records = [r for r in ds.records if r.mask_file]
         step = max(1, len(records) // max(n, 1))
