@@ -166,3 +166,17 @@ def test_data_synth_shapes_cli(tmp_path, capsys):
     )
     assert (tmp_path / "s" / "train").is_dir() and (tmp_path / "s" / "multilabel").is_dir()
     assert len(list((tmp_path / "s" / "train").rglob("*.png"))) == 12
+
+
+def test_demo_time_is_the_whole_commands_budget_unless_epochs_are_asked_for():
+    from visbricks.cli import DEMO_TIME_S, _demo_budget
+    from visbricks.errors import VisbricksError
+
+    assert _demo_budget([]) == DEMO_TIME_S == 300
+    assert _demo_budget(["time=600", "batch_size=8"]) == 600
+    assert _demo_budget(["epochs=2"]) is None and _demo_budget(["train.time=50"]) is None
+    for bad, named in (("time=soon", "soon"), ("time=0", "0"), ("time=-5", "-5")):
+        with pytest.raises(VisbricksError, match=f"time=.*{named}"):
+            _demo_budget([bad])
+    with pytest.raises(VisbricksError, match="not both"):
+        _demo_budget(["time=60", "epochs=2"])
