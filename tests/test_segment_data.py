@@ -57,6 +57,17 @@ def test_folder_is_auto_detected_and_read(tmp_path):
     assert all(r.mask_file.startswith("masks/val/") for r in ds.records)
 
 
+def test_unnamed_classes_are_numbered_from_the_masks_and_said(tmp_path):
+    root = _mask_folder(tmp_path / "d")
+    (root / "classes.txt").unlink()
+    fmt = find_format(root, "segmentation")
+    with pytest.warns(UserWarning, match=r"3 classes named class_0..class_2 .*255 ignored"):
+        ds = fmt.read(root, split="train")
+    assert ds.classes == ["class_0", "class_1", "class_2"]
+    # A given list wins and nothing is counted.
+    assert fmt.read(root, split="val", classes=CLASSES).classes == CLASSES
+
+
 def test_convert_between_mask_formats_is_lossless(tmp_path):
     src = get_format("label_masks").read(_mask_folder(tmp_path / "d"), split="train")
     original = _masks_of(src)

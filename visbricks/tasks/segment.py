@@ -111,6 +111,9 @@ class SegmentTask(Task):
             raise ConfigError(f"data.format {fmt!r} is not a segmentation mask format")
         name = getattr(d, split)
         classes = list(d.classes) if d.classes else None
+        if classes is None and split != "train":
+            # The model's list: numbered names counted from a val split's masks could be fewer.
+            classes = self.classes
         if reader.splits(root) == [None]:
             # One undivided set: hold out a seeded share for val, as the box tasks do.
             whole = reader.read(root, split=None, classes=classes, strict=d.strict)

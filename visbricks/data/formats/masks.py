@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,31 @@ def _classes_file(root: Path) -> list[str] | None:
     return None
 
 
+def numbered_classes(ds: SegmentationSet, ignore_index: int, where: Path) -> list[str]:
+    """``class_0 .. class_K`` for a mask set that names no classes, K the largest label value
+    in its masks other than ``ignore_index``; said once, since names the user did not give
+    would otherwise pass for real ones in metrics and reports."""
+    top = -1
+    for r in ds.records:
+        if r.mask_file:
+            values = np.unique(read_mask(safe_join(ds.root, r.mask_file))[0])
+            values = values[values != ignore_index]
+            if values.size:
+                top = max(top, int(values[-1]))
+    if top < 0:
+        raise ConfigError(
+            f"{where}: no class names and no labelled pixels to count classes from (give "
+            "data.classes, a classes.txt, or 'classes' in the data YAML)"
+        )
+    warnings.warn(
+        f"{where}: no class names; {top + 1} classes named class_0..class_{top} from the label "
+        f"values in its masks ({ignore_index} ignored): give data.classes=[...], a classes.txt "
+        "or 'classes' in the data YAML to name them",
+        stacklevel=3,
+    )
+    return [f"class_{i}" for i in range(top + 1)]
+
+
 def _first_palette(ds_root: Path, records: list[ImageRecord]) -> list[int] | None:
     for r in records:
         if r.mask_file:
@@ -286,10 +312,7 @@ class _MaskFormat(DatasetFormat):
             names = classes or ds.classes
             ignore = ds.ignore_index if ignore_index is None else ignore_index
         if not names:
-            raise ConfigError(
-                f"{path}: no class names (give data.classes, a classes.txt, or 'classes' in the "
-                "data YAML)"
-            )
+            names = numbered_classes(ds, int(ignore), path)
         ds.classes, ds.ignore_index = list(names), int(ignore)
         return ds
 
