@@ -75,7 +75,8 @@ def split_loader(
 def calibration_batches(run: LoadedRun, n: int, batch_size: int = 8) -> list[torch.Tensor]:
     """``n`` training images as input tensors, ready for the network."""
     loader = split_loader(run, "train", n, batch_size)
-    return [run.task.to_device(b, torch.device("cpu"))["image"].float() for b in loader]
+    cpu = torch.device("cpu")
+    return [run.task.network_input(run.task.to_device(b, cpu)).float() for b in loader]
 
 
 def val_metrics(run: LoadedRun, device: str | torch.device = "cpu") -> dict[str, float]:

@@ -81,6 +81,34 @@ class Task:
     def find_classes(self) -> list[str]:
         raise NotImplementedError
 
+    # The class count a model is built with when no data is at hand (``use_data_free_classes``).
+    placeholder_classes = 2
+    # False for tasks whose class list is fixed by the task itself (lanes, depth): find_classes
+    # then reads no data.
+    classes_from_data = True
+
+    def use_data_free_classes(self) -> str | None:
+        """Make ``self.classes`` answerable without generating or requiring data, for commands
+        that only build the model (``visbricks summary``): ``data.classes``, else a generator's
+        class list (``data.synth``), else the dataset's own when ``data.root`` exists, else
+        ``placeholder_classes`` placeholder names. Returns the line that names a placeholder
+        when one was used (a summary must not pass a guessed head width off as the real one),
+        else None."""
+        d = self.cfg.data
+        if not self.classes_from_data:
+            self._classes = self.find_classes()
+            return None
+        root = None if d.root is None else Path(d.root).expanduser()
+        if self._classes is not None or d.classes or d.synth or (root and root.exists()):
+            return None  # self.classes finds them without generating anything
+        n = self.placeholder_classes
+        self._classes = [f"class{i}" for i in range(n)]
+        why = "data.root is not set" if root is None else f"data.root {root} does not exist"
+        return (
+            f"classes: {n} placeholder classes ({why}; pass data.classes=[a,b,...] or "
+            "data=PATH for the real count)"
+        )
+
     def build_data(self) -> DataBundle:
         """Train and val datasets: the one place data is prepared (generated on first use by a
         preset with ``data.synth``, else checked to exist) before it is read. Every entry point
@@ -107,12 +135,16 @@ class Task:
 
         return {k: move(v) for k, v in batch.items()}
 
+    def network_input(self, batch: dict) -> torch.Tensor:
+        """The image tensor of a batch that the exported network takes (calibration, export)."""
+        return batch["image"]
+
     def forward(self, model: nn.Module, batch: dict) -> dict:
         """Model outputs for a batch; tasks with several networks or inputs override this."""
-        return model(batch["image"])
+        return model(self.network_input(batch))
 
     def batch_size(self, batch: dict) -> int:
-        return len(batch["image"])
+        return len(self.network_input(batch))
 
     # ---- model ------------------------------------------------------------------------------
     # The head used when model.head is null, and the outputs this task's loss and decoding read

@@ -34,7 +34,7 @@ from ..models.depth import DepthModel
 from ..ops.geometry import disp_to_depth, pose_vec_to_mat
 from ..ops.photometric import ReprojectionLoss
 from ..registry import TASKS
-from .base import DataBundle, Task
+from .base import DataBundle, Task, _cached_imagenet
 
 # Kept under its old name: the one implementation lives in the drawing module.
 colorize = colorize_depth
@@ -61,6 +61,7 @@ def encoder_rules(backbone: nn.Module, tile: bool = False) -> list[Rule]:
 class DepthTask(Task):
     name = "depth"
     default_head = "depth_decoder"
+    classes_from_data = False  # depth has no classes
     metric = "val/abs_rel"
     metric_mode = "min"
 
@@ -128,8 +129,9 @@ class DepthTask(Task):
         val = SequenceDataset(self.data_root, d.val, with_depth=True, **common)
         return DataBundle(train, val, [])
 
-    def batch_size(self, batch: dict) -> int:
-        return len(batch[("color_aug", 0, 0)])
+    def network_input(self, batch: dict) -> torch.Tensor:
+        # The target frame: what the depth network sees (the pose network is not exported).
+        return batch[("color_aug", 0, 0)]
 
     # ---- model ------------------------------------------------------------------------------
     def build_model(self, load_pretrained: bool = True) -> nn.Module:
@@ -158,6 +160,17 @@ class DepthTask(Task):
             return []
         strategy = self.cfg.model.pretrained_strategy
         state = None
+        auto = source == "auto"
+        if auto:
+            # As for the other tasks: the cached ImageNet file (never downloaded), else random.
+            cached = _cached_imagenet(model.depth_encoder.tv_name)
+            if cached is None:
+                print(
+                    "model.pretrained=auto: no cached ImageNet weights for this backbone; "
+                    "training from random initialisation (model.pretrained=imagenet fetches)"
+                )
+                return []
+            source = "imagenet"
         if source != "imagenet":
             state = read_state_dict(source)
             if strategy == "auto":
@@ -176,6 +189,8 @@ class DepthTask(Task):
                 f"({model.pose_encoder.tv_name}) starts from random weights"
             )
             encoders = encoders[:1]
+        if auto:  # an encoder whose file is not cached keeps its random init
+            encoders = [e for e in encoders if _cached_imagenet(e.tv_name) is not None]
         for encoder in encoders:
             weights = state if state is not None else resolve_imagenet(encoder.tv_name)
             rules = encoder_rules(encoder, tile=encoder is model.pose_encoder)

@@ -37,6 +37,7 @@ class LanesTask(Task):
     name = "lanes"
     default_head = "ufld"
     head_outputs = ("loc_row", "loc_col", "exist_row", "exist_col")
+    classes_from_data = False  # one class, "lane"
     metric = "val/culane_f1"
     metric_mode = "max"
 
