@@ -186,8 +186,11 @@ def test_wrong_options_are_one_error_naming_them():
         build_block("dwsep", 8, 8, rate=2)
     with pytest.raises(ConfigError, match="norm"):
         build_block("conv", 8, 8, norm="batch")
-    with pytest.raises(ConfigError, match="groups=3"):
-        build_block("group_shuffle", 8, 8, groups=3)
+    # Groups that do not divide the widths (set by data or the neck, not by the user) fall back
+    # to the largest count that does, said once; they never refuse the model.
+    with pytest.warns(UserWarning, match=r"groups=3 does not divide .*using groups=2"):
+        shuffle = build_block("group_shuffle", 8, 8, groups=3)
+    assert {m.groups for m in shuffle.modules() if isinstance(m, torch.nn.Conv2d)} == {2}
     with pytest.raises(ConfigError, match="attention"):
         build_block("conv", 8, 8, attention="dwsep")
     with pytest.raises(ConfigError, match="did you mean 'dwsep'"):
@@ -288,7 +291,10 @@ def test_summary_prints_a_model_with_each_block(name, capsys):
     rows = [
         line for line in out.splitlines() if line.startswith(("neck.output.", "head.cls_convs."))
     ]
-    assert len(rows) == 3 + 4 and all(kind[:20] in row for row in rows)
+    # A grouped head predictor is the block followed by a plain 1x1 conv (blocks.Predictor).
+    head_kind = "Predictor" if name == "group_shuffle" else kind
+    assert len(rows) == 3 + 4
+    assert all((kind if r.startswith("neck") else head_kind)[:20] in r for r in rows), rows
     # Each neck output row ends with its measured receptive field (in pixels, or ≥ if clipped).
     assert all(row.split()[-1].lstrip("≥").isdigit() for row in rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -123,6 +124,25 @@ def test_summary_prints_layers_flops_and_receptive_fields(capsys):
         (16, "211"),
         (32, "435"),
     ]
+
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "visbricks/configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_summary_of_every_preset_needs_no_data(preset, tmp_path, monkeypatch, capsys):
+    """A summary reads and writes nothing: no data is generated for a synthetic preset, and an
+    own-data preset's head is built for placeholder classes that the output names as such."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary", preset, "--rf-size", "64", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters:" in out and not any(tmp_path.iterdir())
+    own_data = "-" not in preset and preset not in ("depth", "lanes")
+    assert ("placeholder classes (data.root is not set" in out) == own_data, out[:300]
+    if own_data:
+        monkeypatch.chdir(tmp_path)
+        assert main(["summary", preset, "data.classes=[a,b,c,d,e]", "--rf-size", "64"]) == 0
+        assert "placeholder" not in capsys.readouterr().out
 
 
 def test_receptive_field_probe_matches_hand_computation():

@@ -10,7 +10,7 @@ from torch import nn
 
 from visbricks.config import load_config
 from visbricks.errors import ConfigError
-from visbricks.models.blocks import DeformableConv2d, build_block
+from visbricks.models.blocks import DeformableConv2d, Predictor, build_block
 from visbricks.models.decoders import UNetDecoder
 from visbricks.models.depth import DepthDecoder
 from visbricks.models.heads.classification import LinearHead
@@ -145,3 +145,67 @@ def test_a_new_head_is_one_class_and_chosen_by_config(shapes_small, tmp_path):
 def test_box_tasks_refuse_a_head_without_their_outputs():
     with pytest.raises(ConfigError, match="model.head 'ssd'"):
         build_task(load_config("locate-shapes", [*PRESETS["locate-shapes"], "model.head=ssd"]))
+
+
+# Every head that takes a block, with the preset that builds it and a tiny input (W, H).
+HEAD_PRESETS = {
+    "linear": ("classify-shapes", (64, 64)),
+    "locate": ("locate-shapes", (64, 64)),
+    "ssd": ("detect-shapes", (64, 64)),
+    "fcn": ("segment", (64, 64)),  # the own-data preset: segment-shapes' head_args are UNet's
+    "fpn": ("segment", (64, 64)),
+    "unet": ("segment", (64, 64)),
+    "deeplabv3plus": ("segment", (64, 64)),
+    "depth_decoder": ("depth-driving", (64, 64)),
+    "ufld": ("lanes-driving", (128, 64)),
+}
+
+
+def _conv_blocks() -> list[str]:
+    from visbricks.models.blocks import is_upsampling
+    from visbricks.registry import BLOCKS
+
+    return [
+        n for n in BLOCKS.names()
+        if not is_upsampling(n) and not getattr(BLOCKS.get(n), "attention", False)
+    ]
+
+
+def test_every_head_that_takes_a_block_is_covered():
+    import inspect
+
+    takes = sorted(
+        n for n in HEADS.names() if "block" in inspect.signature(HEADS.get(n)).parameters
+    )
+    assert takes == sorted(HEAD_PRESETS)
+
+
+@pytest.mark.parametrize("block", _conv_blocks())
+@pytest.mark.parametrize("head", list(HEAD_PRESETS))
+def test_every_block_in_every_head_builds_and_runs(head, block, recwarn):
+    """Six classes (detect: 6 anchors x 7 = 42 outputs, which 4 groups do not divide): the
+    prediction conv stays plain; a grouped block whose groups do not divide its widths adapts
+    its group count, said once."""
+    preset, (w, h) = HEAD_PRESETS[head]
+    extra = [f"img_size={{width: {w}, height: {h}}}", f"model.head={head}",
+             f"model.head_args={{block: {block}}}"]
+    if preset == "depth-driving":
+        extra.append("model.pose_backbone=mobilenet_v3_small")
+    else:
+        extra += ["model.backbone=mobilenet_v3_small"]
+    if preset not in ("depth-driving", "lanes-driving"):
+        extra.append("data.classes=[a,b,c,d,e,f]")
+    task = build_task(load_config(preset, extra))
+    torch.manual_seed(0)
+    model = task.build_model(load_pretrained=False).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, h, w))
+    assert all(torch.isfinite(v).all() for v in out.values() if isinstance(v, torch.Tensor))
+    notes = [str(x.message) for x in recwarn if "does not divide" in str(x.message)]
+    assert len(set(notes)) == len(notes), notes  # each fallback said once
+    assert all(f"block {block!r}" in n and "block_args." in n for n in notes)
+    if (head, block) == ("ssd", "group_shuffle"):
+        # The layer that predicts is a plain conv: 42 outputs need not split into groups.
+        for conv in model.head.cls_convs:
+            assert isinstance(conv, Predictor) and conv[-1].groups == 1
+            assert conv[-1].out_channels % 7 == 0

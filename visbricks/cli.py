@@ -190,6 +190,11 @@ def _summary(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     task = build_task(cfg)
+    # A summary needs the head's width, not the data: nothing is generated or read beyond the
+    # class list, and a placeholder count is named as such.
+    note = task.use_data_free_classes()
+    if note:
+        print(note)
     model = task.build_model(load_pretrained=False)
     print(
         summarize(
@@ -200,26 +205,68 @@ def _summary(args: argparse.Namespace) -> None:
 
 def _data_synth(args: argparse.Namespace) -> None:
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val)) if v is not None}
+    params: dict = {"seed": args.seed}
     if args.kind == "shapes":
         from .data.synth import shapes
 
         if args.format == "imagefolder":
             if args.size:
                 sizes["size"] = args.size
-            out = shapes.write_classification(args.out, seed=args.seed, **sizes)
+            writer = shapes.write_classification
         else:
             if args.size:
                 sizes["width"] = sizes["height"] = args.size
-            out = shapes.write_detection(args.out, fmt=args.format, seed=args.seed, **sizes)
+            writer, params["fmt"] = shapes.write_detection, args.format
+        params |= sizes
     elif args.kind == "lanes":
         from .data.synth import lanes
 
-        out = lanes.write_lanes(args.out, seed=args.seed, progress=True)
+        writer, params["progress"] = lanes.write_lanes, True
     else:
         from .data.synth import driving
 
-        out = driving.write_driving(args.out, seed=args.seed, progress=True)
+        writer, params["progress"] = driving.write_driving, True
+    params |= _env_synth_params(f"data synth {args.kind}", writer)
+    out = writer(args.out, **params)
     print(f"dataset written to {out}")
+
+
+def _env_synth_params(what: str, writer) -> dict:
+    """The generator parameters among ``$VISBRICKS_OVERRIDES`` (``data.synth.n_train=8``: the keys
+    a preset's ``data.synth`` takes), after the flags: ``data synth`` shrinks as a preset's
+    generated data does (the README test). Other keys are for configs and are left alone."""
+    import inspect
+
+    from .config import ENV_OVERRIDES, env_overrides, parse_override
+    from .errors import ConfigError
+
+    skip = ("out", "fmt", "progress")
+    accepted = [
+        name
+        for name, p in inspect.signature(writer).parameters.items()
+        if name not in skip and p.default is not inspect.Parameter.empty
+    ]
+    found = {}
+    for text in env_overrides():
+        keys, value = parse_override(text)
+        if keys[:2] != ["data", "synth"]:
+            continue
+        if len(keys) == 3:
+            items = [(keys[2], value)]
+        elif len(keys) == 2 and isinstance(value, dict):
+            items = list(value.items())
+        else:
+            continue
+        for key, v in items:
+            if key == "kind":  # the command names the generator
+                continue
+            if key not in accepted:
+                raise ConfigError(
+                    f"${ENV_OVERRIDES}: data.synth.{key} is not a parameter of "
+                    f"`visbricks {what}` (it takes {', '.join(accepted)})"
+                )
+            found[key] = v
+    return found
 
 
 def _data_check(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -92,6 +93,30 @@ def _conv_layer(padding_mode: str) -> Callable[..., nn.Module]:
     return nn.Conv2d if padding_mode == "zeros" else partial(nn.Conv2d, padding_mode=padding_mode)
 
 
+_GROUP_NOTES: set[tuple] = set()  # the group fallbacks already reported (once per case)
+
+
+def fit_groups(block: str, option: str, requested: int, **channels: int) -> int:
+    """``requested`` groups if they divide every one of ``channels``, else the largest count
+    below it that does (1 at worst), said once per distinct case: heads and necks size their
+    convs by the data (42 = 6 anchors x 7 classes), not by the groups a user picked for a
+    block, so a grouped block adapts rather than refusing the model."""
+    common = math.gcd(*channels.values())
+    if common % requested == 0:
+        return requested
+    fit = max(d for d in range(1, requested + 1) if common % d == 0)
+    key = (block, option, requested, *channels.items())
+    if key not in _GROUP_NOTES:
+        _GROUP_NOTES.add(key)
+        counts = " and ".join(f"{k} ({v})" for k, v in channels.items())
+        warnings.warn(
+            f"block {block!r}: {option}={requested} does not divide {counts}; using "
+            f"{option}={fit}, the largest count that does (set block_args.{option} to choose)",
+            stacklevel=2,
+        )
+    return fit
+
+
 def _positive(name: str, **values: int) -> None:
     bad = {k: v for k, v in values.items() if not isinstance(v, int) or v < 1}
     if bad:
@@ -145,6 +170,8 @@ class ConvUnit(Conv2dNormActivation):
 class ConvBlock(ConvUnit):
     """conv + norm + activation; ``groups`` > 1 is a grouped conv."""
 
+    block_name = "conv"  # as registered: the name a group fallback note gives
+
     def __init__(
         self,
         in_channels: int,
@@ -159,11 +186,9 @@ class ConvBlock(ConvUnit):
         dilation: int = 1,
     ) -> None:
         _positive("conv", kernel_size=kernel_size, groups=groups, dilation=dilation)
-        if in_channels % groups or out_channels % groups:
-            raise ConfigError(
-                f"block option groups={groups} must divide in_channels ({in_channels}) "
-                f"and out_channels ({out_channels})"
-            )
+        groups = fit_groups(
+            self.block_name, "groups", groups, in_channels=in_channels, out_channels=out_channels
+        )
         super().__init__(
             in_channels,
             out_channels,
@@ -182,6 +207,8 @@ class ConvBlock(ConvUnit):
 class DilatedBlock(ConvBlock):
     """Dilated (atrous) conv: a k x k kernel with ``dilation - 1`` holes between taps. Same
     parameters as ``conv``; each layer widens the receptive field by ``(k - 1) * dilation``."""
+
+    block_name = "dilated"
 
     def __init__(
         self,
@@ -353,11 +380,9 @@ class DeformableBlock(ConvUnit):
     ) -> None:
         _positive("deformable", kernel_size=kernel_size, offset_groups=offset_groups)
         _conv_layer(padding_mode)  # validates the name
-        if in_channels % offset_groups:
-            raise ConfigError(
-                f"block option offset_groups={offset_groups} must divide in_channels "
-                f"({in_channels})"
-            )
+        offset_groups = fit_groups(
+            "deformable", "offset_groups", offset_groups, in_channels=in_channels
+        )
         layer = partial(
             DeformableConv2d,
             modulated=bool(modulated),
@@ -433,11 +458,9 @@ class GroupShuffle(nn.Sequential):
         bias: bool | None = None,
     ) -> None:
         _positive("group_shuffle", kernel_size=kernel_size, groups=groups)
-        if in_channels % groups or out_channels % groups:
-            raise ConfigError(
-                f"block 'group_shuffle': groups={groups} must divide in_channels ({in_channels}) "
-                f"and out_channels ({out_channels}); set block_args.groups"
-            )
+        groups = fit_groups(
+            "group_shuffle", "groups", groups, in_channels=in_channels, out_channels=out_channels
+        )
         opts = dict(norm=norm, activation=activation, bias=bias)
         super().__init__(
             ConvUnit(
@@ -716,6 +739,39 @@ def block_spec(
         )
 
     return make
+
+
+class Predictor(nn.Sequential):
+    """A grouped block at its input width, then the plain 1x1 conv that predicts (class scores,
+    box offsets): see :func:`predictor_spec`."""
+
+    def __init__(self, features: nn.Module, out_channels: int) -> None:
+        super().__init__(features, nn.Conv2d(features.out_channels, out_channels, 1))
+        self.out_channels = out_channels
+
+
+def block_groups(block: str, options: dict[str, Any]) -> int:
+    """The ``groups`` block ``block`` is built with under ``options`` (1 without the option)."""
+    param = inspect.signature(BLOCKS.get(block)).parameters.get("groups")
+    if param is None:
+        return 1
+    return int(options.get("groups", param.default))
+
+
+def predictor_spec(
+    block: str, block_args: dict | None, attention: str | None, **defaults: Any
+) -> Callable[[int, int], nn.Module]:
+    """``(in, out) -> module`` for a head's final prediction layer, whose output conv is a plain
+    (ungrouped) conv whatever ``block`` is, as SSDLite's and ShuffleNet's last layers are: a
+    grouped output would split the predictions among groups and need their count to divide
+    anchors x classes. A block without groups (conv, dilated, deformable, dwsep: SSDLite's
+    head, aspp, gated) predicts itself, as :func:`block_spec` builds it; a grouped one
+    (``group_shuffle``, ``conv`` with ``groups``) runs at the input width and a plain 1x1 conv
+    predicts from it (:class:`Predictor`)."""
+    make = block_spec(block, block_args, attention, **defaults)
+    if block_groups(block, {**defaults, **(block_args or {})}) == 1:
+        return make
+    return lambda in_channels, out_channels: Predictor(make(in_channels, in_channels), out_channels)
 
 
 def build_upsample(

@@ -74,8 +74,9 @@ class UNetDecoder(nn.Module):
             build_upsample(upsample, 1, 1)  # names the valid choices
         make = block_spec(block, block_args, attention)
         # Predictors are plain convs (a 1-channel output cannot be grouped, shuffled or
-        # pooled), with the block_args a conv takes (kernel_size, padding_mode ...).
-        conv_options = set(block_options("conv"))
+        # pooled), with the block_args a conv takes (kernel_size, padding_mode ...) but its
+        # groups, which are for the decoder's blocks.
+        conv_options = set(block_options("conv")) - {"groups"}
         pred_options = {k: v for k, v in (block_args or {}).items() if k in conv_options}
         pred_options.update(norm="none", activation="none")
         self.skip_index = {int(s): i for i, s in enumerate(strides)}

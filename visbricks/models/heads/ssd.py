@@ -15,7 +15,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...ops.anchors import AnchorGenerator
 from ...registry import HEADS
-from ..blocks import block_spec, init_convs, output_conv
+from ..blocks import init_convs, output_conv, predictor_spec
 
 
 def softmax_background_bias(num_classes: int, prior_prob: float) -> float:
@@ -46,7 +46,9 @@ class SSDHead(nn.Module):
     class biases for a sigmoid/focal loss (column 0 is then unused) instead of a softmax.
 
     Each predictor is a ``block`` (+ ``block_args``, ``attention``), bare by default (no norm,
-    no activation): ``conv`` is the original SSD's 3x3 conv, ``dwsep`` SSDLite's head.
+    no activation): ``conv`` is the original SSD's 3x3 conv, ``dwsep`` SSDLite's head. Its
+    output conv is always a plain one: a grouped block (``group_shuffle``) runs at the level's
+    width and a 1x1 conv predicts from it (``blocks.predictor_spec``).
     """
 
     outputs = ("cls_logits", "box_deltas", "anchors")
@@ -82,7 +84,7 @@ class SSDHead(nn.Module):
         self.strides = list(strides) if strides is not None else None
         self.focal = focal
         ks = anchor_generator.num_anchors_per_location()
-        make = block_spec(block, block_args, attention, norm="none", activation="none")
+        make = predictor_spec(block, block_args, attention, norm="none", activation="none")
         self.cls_convs = nn.ModuleList(
             make(c, k * (num_classes + 1)) for c, k in zip(in_channels, ks)
         )
