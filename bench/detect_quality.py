@@ -94,9 +94,9 @@ def train_ours(cfg, budget: float, seed: int) -> tuple[float, int]:
         cuda_has_bf16,
         resolve_amp,
         resolve_channels_last,
+        select_device,
         to_float32,
     )
-    from visbricks.engine.trainer import select_device
 
     task = build_task(cfg)
     data = task.build_data()  # generates the shapes data on first use

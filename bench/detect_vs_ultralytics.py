@@ -205,7 +205,7 @@ def main() -> int:
 
     from visbricks.config import load_config
     from visbricks.data.formats import convert
-    from visbricks.engine.trainer import select_device
+    from visbricks.engine.precision import select_device
     from visbricks.tasks import build_task
 
     work = Path(args.out or tempfile.mkdtemp(prefix="vs_ultralytics-"))

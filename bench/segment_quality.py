@@ -119,8 +119,12 @@ def main() -> int:
         print(f"skipped: segmentation_models_pytorch is not importable ({why}); see --help")
         return 0
 
-    from visbricks.engine.precision import resolve_amp, resolve_channels_last, to_float32
-    from visbricks.engine.trainer import select_device
+    from visbricks.engine.precision import (
+        resolve_amp,
+        resolve_channels_last,
+        select_device,
+        to_float32,
+    )
 
     cfg = load_config("segment-shapes", [f"data.root={args.data}"])
     task = build_task(cfg)

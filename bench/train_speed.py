@@ -34,9 +34,10 @@ from visbricks.engine.precision import (
     cpu_has_native_bf16,
     resolve_amp,
     resolve_channels_last,
+    select_device,
     to_float32,
 )
-from visbricks.engine.trainer import Trainer, select_device
+from visbricks.engine.trainer import Trainer
 from visbricks.tasks import build_task
 
 

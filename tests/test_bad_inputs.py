@@ -572,7 +572,7 @@ def test_resume_from_a_copied_checkpoint_writes_a_new_run(capsys, run_dir, tmp_p
 
 
 def test_atomic_write_leaves_no_temp_on_error_and_stale_temps_are_removed(tmp_path):
-    from visbricks.engine.checkpoint import atomic_write, remove_stale_temps
+    from visbricks.files import atomic_write, remove_stale_temps
 
     def fail(tmp: str) -> None:
         Path(tmp).write_bytes(b"half")

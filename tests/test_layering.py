@@ -20,16 +20,17 @@ LAYERS: dict[str, int] = {
     "config": 0,
     "registry": 0,
     "errors": 0,
+    "files": 0,
     "ops": 1,
     "models": 2,
     "data": 2,
-    "engine": 3,
-    "metrics": 3,
-    "tasks": 4,
-    "deploy": 5,
-    "cli": 6,
-    "__init__": 7,
-    "__main__": 7,
+    "metrics": 3,  # below the engine: metrics never import engine (the Trainer reads them)
+    "engine": 4,
+    "tasks": 5,
+    "deploy": 6,
+    "cli": 7,
+    "__init__": 8,
+    "__main__": 8,
 }
 
 
@@ -49,6 +50,15 @@ def _layer_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+def _from_target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of ``from X import ...`` written in ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imported_modules(path: Path, package: Path) -> list[tuple[int, str]]:
     """``(line, absolute module name)`` of every visbricks import in the file."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -59,12 +69,7 @@ def _imported_modules(path: Path, package: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             # ``from .. import tasks`` imports the sub-module ``tasks``: judge by it.
             if node.module is None:
                 found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
@@ -132,3 +137,114 @@ def test_downward_and_sideways_imports_pass(tmp_path):
         },
     )
     assert layering_violations(root) == []
+
+
+# ---- no import cycles, between any two modules -------------------------------------------------
+
+
+def _module_files(package: Path) -> dict[str, Path]:
+    return {_module_name(p, package): p for p in sorted(package.rglob("*.py"))}
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module → the visbricks modules it imports (module level and deferred alike; only the
+    ``if TYPE_CHECKING:`` imports of annotations are left out: they never run). ``from pkg
+    import name`` where ``name`` is a sub-module counts as an import of that sub-module (and of
+    ``pkg``, whose ``__init__`` runs first)."""
+    files = _module_files(package)
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        own_package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        typing_only = {
+            id(child)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+            for stmt in node.body
+            for child in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                target = _from_target(node, own_package)
+                targets = [target]
+                targets += [
+                    f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files
+                ]
+            for target in targets:
+                # The deepest module of the package that the dotted name reaches.
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != name and target.split(".")[0] == "visbricks":
+                    graph[name].add(target)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle_between_modules_deferred_imports_included():
+    cycles = import_cycles(import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_metrics_never_import_the_engine():
+    graph = import_graph()
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if m.startswith("visbricks.metrics")
+        for t in targets
+        if t.startswith("visbricks.engine")
+    ]
+    assert not bad, bad
+
+
+def test_a_deferred_cycle_is_caught(tmp_path):
+    root = _fake_package(
+        tmp_path,
+        {
+            "deploy/a.py": "def f():\n    from .b import g\n",
+            "deploy/b.py": "def g():\n    from .a import f\n",
+            "deploy/c.py": "from .a import f\n",
+        },
+    )
+    assert import_cycles(import_graph(root)) == [["visbricks.deploy.a", "visbricks.deploy.b"]]

@@ -64,8 +64,7 @@ def run_training(cfg):
 
 def _eval(args: argparse.Namespace) -> dict:
     from .deploy.runtime import describe, load_any
-    from .engine.precision import resolve_workers
-    from .engine.trainer import select_device
+    from .engine.precision import resolve_workers, select_device
 
     split = args.split
     overrides = list(args.overrides)
@@ -128,7 +127,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     import torch
 
-    from .deploy.benchmark import bench_weights
+    from .deploy.bench import bench_weights
 
     try:
         batches = tuple(int(b) for b in args.batch.split(","))

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.checkpoint import atomic_write
-from ..errors import VisbricksError
+from ..errors import VisbricksError, WeightsError
+from ..files import atomic_write
 from .loading import LoadedRun
 
 
@@ -150,7 +150,7 @@ def export(
         diffs.update(compare_outputs(names, reference, candidate, atol, rtol))
 
     atomic_write(out, write, suffix=out.suffix)
-    _write_sidecar(run, out, fmt, keys, names, (height, width), channels)
+    write_sidecar(run, out, fmt, keys, names, (height, width), channels)
     return ExportReport(out, fmt, names, diffs, check_batch)
 
 
@@ -275,7 +275,25 @@ def decode_info(run: LoadedRun) -> dict:
     return {"kind": cfg.task}
 
 
-def _write_sidecar(
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    meta = sidecar_path(path)
+    if not meta.is_file():
+        raise WeightsError(
+            f"{path} has no {meta.name} beside it: it holds the config, classes and output names "
+            f"needed to prepare inputs and decode outputs (export/quantize write it)"
+        )
+    info = json.loads(meta.read_text())
+    for key in ("config", "classes", "output_keys"):
+        if key not in info:
+            raise WeightsError(f"{meta}: missing {key!r} (re-export the model with this version)")
+    return info
+
+
+def write_sidecar(
     run: LoadedRun,
     out: Path,
     fmt: str,
@@ -310,3 +328,17 @@ def _write_sidecar(
         **(extra or {}),
     }
     out.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
+
+
+def existing_export(run: LoadedRun) -> Path | None:
+    """``<weights>.onnx`` when ``export`` wrote it from these very weights (and after them)."""
+    path = run.weights.with_suffix(".onnx")
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        return None
+    try:
+        same = read_sidecar(path).get("weights") == str(run.weights)
+    except Exception:
+        return None
+    fresh = path.stat().st_mtime >= run.weights.stat().st_mtime
+    return path if same and fresh else None

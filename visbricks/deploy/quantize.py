@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config import load_config
 from ..errors import ConfigError, VisbricksError
-from .export import _write_sidecar, export, wrap_outputs
+from .export import existing_export, export, read_sidecar, wrap_outputs, write_sidecar
 from .loading import LoadedRun
-from .runtime import OnnxRuntimeModel, ProgramModel, read_sidecar
+from .runtime import OnnxRuntimeModel, ProgramModel
 
 QUANT_BACKENDS = ("onnxruntime", "torch")
 
@@ -104,20 +104,6 @@ def _onnx_nodes_under(model_path: Path, modules: list[str]) -> list[str]:
     return names
 
 
-def _existing_export(run: LoadedRun) -> Path | None:
-    """``<weights>.onnx`` when ``export`` wrote it from these very weights (and after them)."""
-    path = run.weights.with_suffix(".onnx")
-    meta = path.with_suffix(".json")
-    if not (path.is_file() and meta.is_file()):
-        return None
-    try:
-        same = read_sidecar(path).get("weights") == str(run.weights)
-    except Exception:
-        return None
-    fresh = path.stat().st_mtime >= run.weights.stat().st_mtime
-    return path if same and fresh else None
-
-
 def quantize_onnx(
     run: LoadedRun,
     out: Path,
@@ -144,7 +130,7 @@ def quantize_onnx(
             return None if x is None else {"images": x.numpy()}
 
     folder = Path(tempfile.mkdtemp(prefix="visbricks-quant-"))
-    fp32 = fp32_onnx or _existing_export(run)
+    fp32 = fp32_onnx or existing_export(run)
     if fp32 is None:
         fp32 = folder / "fp32.onnx"
         export(run, fp32, "onnx")  # verified against eager before anything is quantized
@@ -358,7 +344,7 @@ def quantize(
                 "float_layers": kept,
             }
         }
-        _write_sidecar(
+        write_sidecar(
             run, out, "onnx" if backend == "onnxruntime" else "pt2",
             keys, names, tuple(example.shape[2:]), example.shape[1], extra,
         )  # fmt: skip

@@ -11,7 +11,6 @@ rebuild the task without the original weights.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from ..config import load_config
 from ..errors import ConfigError, DataError, WeightsError
+from .export import read_sidecar
 from .loading import LoadedRun, load_run
 
 BACKENDS = ("eager", "onnxruntime", "pt2")
@@ -30,24 +30,6 @@ EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "pt2"}
 def backend_for(path: str | Path) -> str:
     """The backend a file runs in, from its suffix: .onnx → onnxruntime, .pt2 → pt2, else eager."""
     return EXPORTED_SUFFIXES.get(Path(path).suffix.lower(), "eager")
-
-
-def sidecar_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
-
-
-def read_sidecar(path: str | Path) -> dict:
-    meta = sidecar_path(path)
-    if not meta.is_file():
-        raise WeightsError(
-            f"{path} has no {meta.name} beside it: it holds the config, classes and output names "
-            f"needed to prepare inputs and decode outputs (export/quantize write it)"
-        )
-    info = json.loads(meta.read_text())
-    for key in ("config", "classes", "output_keys"):
-        if key not in info:
-            raise WeightsError(f"{meta}: missing {key!r} (re-export the model with this version)")
-    return info
 
 
 def _key(raw: object) -> object:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.draw import draw_boxes, image_grid
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 
 def _save(fig: Figure, path: str | Path) -> None:

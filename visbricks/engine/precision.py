@@ -1,4 +1,4 @@
-"""What this device computes fastest: mixed precision, memory layout and data-loader workers.
+"""The device and what it computes fastest: mixed precision, memory layout, data-loader workers.
 
 ``train.amp``, ``model.channels_last`` and ``workers`` default to ``auto``; the functions here turn
 ``auto`` into a concrete choice from what torch reports about the device (never by parsing
@@ -31,9 +31,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, VisbricksError
 
 AMP_CHOICES = ("auto", "fp32", "bf16", "fp16", True, False)
+
+
+def select_device(spec: str) -> torch.device:
+    """``device``: ``auto`` is CUDA when present, else the CPU; a CUDA device asked for where
+    there is none is one error, not a late failure inside the first step."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VisbricksError(f"device={spec!r} but CUDA is not available here; use device=auto")
+    return device
 
 
 def cpu_has_native_bf16() -> bool:

@@ -54,7 +54,7 @@ class EvalResult:
 
     def save(self, out_dir: str | Path, name: str = "metrics.json") -> Path:
         """``metrics`` as JSON in ``out_dir`` (atomic) plus everything :meth:`plots` writes."""
-        from ..engine.checkpoint import atomic_write_text
+        from ..files import atomic_write_text
 
         self.plots(out_dir)
         path = Path(out_dir) / name

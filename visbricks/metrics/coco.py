@@ -137,7 +137,7 @@ def write_results_json(
     category_ids: Sequence[int] | None = None,
 ) -> Path:
     """Write :func:`predictions_to_coco_results` as a standard COCO results JSON file."""
-    from ..engine.checkpoint import atomic_write_text
+    from ..files import atomic_write_text
 
     path = Path(path)
     results = predictions_to_coco_results(predictions, image_ids, category_ids)

@@ -211,7 +211,7 @@ class DepthEvaluator(Evaluator):
         truth, one frame per row, on one colour scale per row."""
         from matplotlib.figure import Figure
 
-        from ..engine.checkpoint import atomic_write
+        from ..files import atomic_write
 
         fig = Figure(figsize=(12, 1.6 * len(frames) + 0.4))
         axes = fig.subplots(len(frames), 3, squeeze=False)
