@@ -22,9 +22,9 @@ from sklearn.metrics import average_precision_score
 from visbricks.data.draw import PALETTE, draw_boxes, draw_lanes, image_grid, overlay_mask
 from visbricks.data.formats.coco import read_coco
 from visbricks.data.io import write_image
-from visbricks.engine.checkpoint import atomic_write, atomic_write_text
-from visbricks.engine.trainer import metric_mode
+from visbricks.engine.settings import metric_mode
 from visbricks.errors import ConfigError
+from visbricks.files import atomic_write, atomic_write_text
 from visbricks.metrics.base import EvalResult
 from visbricks.metrics.classification import (
     ClassificationEvaluator,

@@ -10,50 +10,35 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm.auto import tqdm
 
 from ..config import Config, save_config
 from ..data.bundle import DataBundle
-from ..errors import ConfigError, TrainingDiverged, VisbricksError
+from ..errors import ConfigError, TrainingDiverged
+from ..files import atomic_write, remove_stale_temps
 from ..metrics.base import EvalResult
 from . import distributed
 from .budget import TimeBudget
+from .callbacks import EVENTS, Callback, EpochEnd, build_callbacks, overrides
 from .checkpoint import (
     RESUME_KEYS,
-    atomic_write,
-    atomic_write_text,
     get_rng_state,
     read_checkpoint,
-    remove_stale_temps,
-    save_checkpoint,
-    save_safetensors,
     seed_everything,
     set_rng_state,
 )
+from .contract import TrainableTask
 from .ema import ModelEMA
 from .optim import LRSchedule, build_optimizer, check_module_paths, param_groups
-from .plots import plot_history
-from .precision import resolve_amp, resolve_channels_last, resolve_workers, to_float32
+from .precision import select_device, to_float32
 from .rundir import new_run_dir, resume_run_dir
-
-
-def select_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VisbricksError(f"device={spec!r} but CUDA is not available here; use device=auto")
-    return device
+from .settings import TrainSettings
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -65,51 +50,50 @@ def set_deterministic(enabled: bool) -> None:
 
 
 class Trainer:
+    """Drives any task (``TrainableTask``): epochs of ``train_step``, validation, and the
+    callbacks that write what a run leaves behind (engine/callbacks.py)."""
+
     def __init__(
         self,
         cfg: Config,
         model: nn.Module,
         data: DataBundle,
-        task: Any,
+        task: TrainableTask,
         run_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.cfg = cfg
-        # The task object (visbricks.tasks.Task: forward, loss, evaluate, draw_batch, metric):
-        # given, never looked up, so the engine does not depend on the tasks layer above it.
+        # Given, never looked up, so the engine does not depend on the tasks layer above it.
         self.task = task
         self.data = data
-        self.device = select_device(cfg.device)
         # Under torchrun: process group, this rank's device (engine/distributed.py); else no-op.
-        self.dist = distributed.setup(self.device)
+        self.dist = distributed.setup(select_device(cfg.device))
         self.device = self.dist.device
         set_deterministic(cfg.deterministic)
         self.model = self.dist.prepare_model(model).to(self.device)
-        t = cfg.train
-        # train.amp / model.channels_last / workers: "auto" becomes what this device runs fastest
-        # (engine/precision.py); the resolved choices are printed and written to config.yaml.
-        self.precision = resolve_amp(t.amp, self.device)
+        # Every setting the loop reads, resolved once: "auto" becomes what this device runs
+        # fastest (engine/precision.py); printed and written to config.yaml.
+        self.settings = s = TrainSettings.resolve(cfg, self.device, task.metric, task.metric_mode)
+        self.precision = s.precision
         self.amp = self.precision.enabled
-        self.channels_last = resolve_channels_last(
-            cfg.model.channels_last, self.device, self.precision
-        )
+        self.channels_last = s.channels_last
+        self.workers = s.workers
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
-        self.workers = resolve_workers(
-            cfg.workers, self.device, bool(cfg.data.cache), deterministic=cfg.deterministic
-        )
         # The compiled wrapper shares parameters with self.model, which checkpoints keep using
         # (its state_dict has no "_orig_mod." prefixes).
-        self.train_model: nn.Module = torch.compile(self.model) if t.compile else self.model
+        self.train_model: nn.Module = torch.compile(self.model) if s.compile else self.model
         self._train_base = self.train_model  # what DDP wraps under torchrun
-        self._compile_reported = not t.compile
-        check_module_paths(self.model, list(t.freeze) + list(t.lr_mult), "train.freeze/lr_mult")
+        self._compile_reported = not s.compile
+        check_module_paths(self.model, [*s.freeze, *s.lr_mult], "train.freeze/lr_mult")
         self.frozen: set[str] = set()
         self.ema: ModelEMA | None = None
         self.epoch = 0  # next epoch to run
         self.best: float | None = None
         self.history: list[dict] = []
         self.last_eval: EvalResult | None = None  # the latest evaluate() (its .table is the report)
+        self.stop_reason: str | None = None  # set by stop(): the loop ends after this epoch
 
         ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
 
@@ -122,6 +106,7 @@ class Trainer:
         self.run_dir = self.dist.run_on_main(claim_run_dir)  # one folder, whatever the ranks
         self.plots_dir = self.run_dir / "plots"
         self.weights_dir = self.run_dir / "weights"
+        self.staging_dir = self.plots_dir / ".val"  # this validation's plots, published if best
         self.plots_dir.mkdir(parents=True, exist_ok=True)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -134,26 +119,41 @@ class Trainer:
         self.generator = torch.Generator()  # shuffling; reseeded every epoch
         self.train_loader = self._loader(data.train, train=True)
         self.val_loader = self._loader(data.val, train=False)
-        self.steps_per_epoch = -(-self._batches_per_epoch() // t.accumulate)
+        self.steps_per_epoch = -(-self._batches_per_epoch() // s.accumulate)
         self._apply_freeze(0, rebuild=True)
         if ckpt is not None:
             # Replay the unfreezing up to the saved epoch so parameter groups come in the order
             # the saved optimizer state has them.
             for e in range(1, ckpt["epoch"]):
                 self._apply_freeze(e, quiet=True)
-        if t.ema:
-            self.ema = ModelEMA(self.model, t.ema_decay)
+        if s.ema:
+            self.ema = ModelEMA(self.model, s.ema_decay)
         # train.time: the optimizer steps are planned to fit the budget (engine/budget.py).
-        self.budget = TimeBudget(t.time, self.steps_per_epoch, t.val_every) if t.time else None
+        self.budget = TimeBudget(s.time, self.steps_per_epoch, s.val_every) if s.time else None
         if ckpt is not None:
             self._load_checkpoint(ckpt)
         if self.dist.is_main:
             save_config(self._resolved_config(), self.run_dir / "config.yaml")
-        self.writer = None
-        if t.tensorboard and self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
+        self.callbacks = build_callbacks(self, list(callbacks))
+        # Per event, the callbacks that handle it on this rank (the loop calls only those).
+        self._hooks = {
+            event: [
+                cb
+                for cb in self.callbacks
+                if overrides(cb, event) and (self.dist.is_main or not cb.main_only)
+            ]
+            for event in EVENTS
+        }
 
-            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+    def _emit(self, event: str, *args) -> None:
+        for cb in self._hooks[event]:
+            getattr(cb, event)(self, *args)
+
+    def stop(self, reason: str) -> None:
+        """End training after the current epoch (a callback's call: early stopping)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            print(reason, flush=True)
 
     # ---- setup ----------------------------------------------------------------------------------
     def _resolved_config(self) -> dict:
@@ -168,11 +168,11 @@ class Trainer:
         return (
             f"device {self.device}: {self.precision.describe()}, "
             f"channels_last={'on' if self.channels_last else 'off'}, workers={self.workers}"
-            + (", torch.compile" if self.cfg.train.compile else "")
+            + (", torch.compile" if self.settings.compile else "")
         )
 
     def _loader(self, dataset, train: bool) -> DataLoader:
-        cfg = self.cfg
+        s = self.settings
         workers = self.workers
         kwargs = dict(
             num_workers=workers,
@@ -180,54 +180,48 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             # Persistent workers keep their RNG across epochs; deterministic runs restart them
             # each epoch so that an epoch's augmentation depends only on (seed, epoch) (resume).
-            persistent_workers=workers > 0 and not cfg.deterministic,
+            persistent_workers=workers > 0 and not s.deterministic,
             prefetch_factor=4 if workers > 0 else None,
         )
         if self.dist.active:  # several processes: each loads its share of the global batch
-            return self.dist.loader(dataset, train, cfg.batch_size, cfg.seed, **kwargs)
+            return self.dist.loader(dataset, train, s.batch_size, s.seed, **kwargs)
         if train and self.data.batch_sampler is not None:
-            sampler = self.data.batch_sampler(dataset, cfg.batch_size, self.generator)
+            sampler = self.data.batch_sampler(dataset, s.batch_size, self.generator)
             return DataLoader(dataset, batch_sampler=sampler, **kwargs)
         return DataLoader(
             dataset,
-            batch_size=cfg.batch_size,
+            batch_size=s.batch_size,
             # The shuffle draws from self.generator alone (the loader's worker seeding does not),
             # so it is the permutation a DistributedSampler draws for the same seed and epoch.
             sampler=RandomSampler(dataset, generator=self.generator) if train else None,
-            drop_last=train and len(dataset) > cfg.batch_size,
+            drop_last=train and len(dataset) > s.batch_size,
             **kwargs,
         )
 
     def _batches_per_epoch(self) -> int:
         n = len(self.train_loader)
-        mb = self.cfg.train.max_batches
+        mb = self.settings.max_batches
         return min(n, mb) if mb else n
+
+    def _param_groups(self, frozen: set[str], only: list[str] | None = None) -> list[dict]:
+        o = self.cfg.optim
+        return param_groups(self.model, o.lr, o.weight_decay, self.settings.lr_mult, frozen, only)
 
     def _apply_freeze(self, epoch: int, rebuild: bool = False, quiet: bool = False) -> None:
         """Freeze modules whose ``freeze`` epochs are not over; optimize the unfrozen."""
-        t = self.cfg.train
-        frozen = {name for name, until in t.freeze.items() if epoch < until}
-        for name in t.freeze:
+        freeze = self.settings.freeze
+        frozen = {name for name, until in freeze.items() if epoch < until}
+        for name in freeze:
             module = self.model.get_submodule(name)
             module.requires_grad_(name not in frozen)
         if rebuild:
-            groups = param_groups(
-                self.model, self.cfg.optim.lr, self.cfg.optim.weight_decay, t.lr_mult, frozen
-            )
-            self.optimizer = build_optimizer(self.cfg.optim, groups)
+            self.optimizer = build_optimizer(self.cfg.optim, self._param_groups(frozen))
             self.schedule = LRSchedule(
-                self.optimizer, self.cfg.sched, self.steps_per_epoch, self.cfg.epochs
+                self.optimizer, self.cfg.sched, self.steps_per_epoch, self.settings.epochs
             )
         else:
             for name in sorted(self.frozen - frozen):
-                for group in param_groups(
-                    self.model,
-                    self.cfg.optim.lr,
-                    self.cfg.optim.weight_decay,
-                    t.lr_mult,
-                    frozen,
-                    only=[name],
-                ):
+                for group in self._param_groups(frozen, only=[name]):
                     self.optimizer.add_param_group(group)
                 self.schedule.apply()
                 if not quiet:
@@ -240,8 +234,9 @@ class Trainer:
             # Frozen means frozen: BatchNorm keeps its running statistics too.
             self.model.get_submodule(name).eval()
 
-    # ---- checkpoints ----------------------------------------------------------------------------
-    def _checkpoint(self) -> dict:
+    # ---- what the callbacks write ---------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """What weights/last.ckpt holds: everything a resume needs (RESUME_KEYS and more)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -271,9 +266,9 @@ class Trainer:
         if self.budget is not None and ckpt.get("budget"):
             # The same plan, from where it stood; a new train.time extends or shortens it.
             self.budget.load_state_dict(ckpt["budget"])
-            self.budget.seconds = float(self.cfg.train.time)
+            self.budget.seconds = float(self.settings.time)
             if self.budget.plan is not None:
-                self.schedule.set_total(self.budget.plan.total_steps, self.cfg.epochs)
+                self.schedule.set_total(self.budget.plan.total_steps, self.settings.epochs)
             planned = self.budget.plan.total_steps if self.budget.plan else "?"
             print(
                 f"resumed {self.run_dir} at epoch {self.epoch + 1}, step "
@@ -281,13 +276,13 @@ class Trainer:
                 f"({self.budget.spent:.1f} s spent)"
             )
             return
-        if self.cfg.epochs != ckpt["config"]["epochs"]:
+        if self.settings.epochs != ckpt["config"]["epochs"]:
             # Extending a run stretches the schedule over the new length from where it stands.
             self.schedule = LRSchedule(
-                self.optimizer, self.cfg.sched, self.steps_per_epoch, self.cfg.epochs
+                self.optimizer, self.cfg.sched, self.steps_per_epoch, self.settings.epochs
             )
             self.schedule.load_state_dict(ckpt["schedule"])
-        print(f"resumed {self.run_dir} at epoch {self.epoch + 1}/{self.cfg.epochs}")
+        print(f"resumed {self.run_dir} at epoch {self.epoch + 1}/{self.settings.epochs}")
 
     def _read_results(self) -> list[dict]:
         path = self.run_dir / "results.csv"
@@ -296,7 +291,8 @@ class Trainer:
         with open(path, newline="") as f:
             return [{k: _cell(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
-    def _write_results(self) -> None:
+    def write_results(self) -> None:
+        """results.csv from ``history`` (one row an epoch, the union of their columns)."""
         keys: list[str] = []
         for row in self.history:
             keys += [k for k in row if k not in keys]
@@ -310,37 +306,26 @@ class Trainer:
 
         atomic_write(self.run_dir / "results.csv", write)
 
-    def _eval_model(self) -> nn.Module:
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and published: the EMA's when on."""
         return self.ema.module if self.ema else self.model
-
-    def _save_best(self, metrics: dict) -> None:
-        save_safetensors(self._eval_model().state_dict(), self.weights_dir / "best.safetensors")
-        info = {
-            "epoch": self.epoch,
-            "metrics": {k: float(v) for k, v in metrics.items() if not isinstance(v, str)},
-            "classes": list(self.data.classes),
-            "config": self.cfg.to_dict(),
-        }
-        atomic_write_text(self.weights_dir / "best.yaml", yaml.safe_dump(info, sort_keys=False))
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
-        cfg, t = self.cfg, self.cfg.train
-        metric_key = t.metric or self.task.metric
-        mode = metric_mode(t.metric, t.metric_mode, self.task.metric, self.task.metric_mode)
+        s = self.settings
         metrics: dict = {}
         print(f"run folder: {self.run_dir}")
         print(self.describe_setup())
         if self.budget is not None:
             self.budget.start()
-        self._bookkeeping_s = 0.0  # checkpoint, plots and logs of the last epoch (train.time)
-        staging = self.plots_dir / ".val"  # plots of this epoch's validation, published if best
+        self._bookkeeping_s = 0.0  # the callbacks' time after the last epoch (train.time)
+        self._emit("on_fit_start")
         while not self._finished():
             epoch = self.epoch
             self._apply_freeze(epoch)
             # Reseeding per epoch makes each epoch independent of the ones before it (resume).
-            seed_everything(cfg.seed * 1000 + epoch)
-            self.generator.manual_seed(cfg.seed * 1000 + epoch)
+            seed_everything(s.seed * 1000 + epoch)
+            self.generator.manual_seed(s.seed * 1000 + epoch)
             if self.dist.active:  # DDP over the parameters trained this epoch; same shuffle
                 self.dist.set_epoch(self.train_loader, epoch)
                 self.train_model = self.dist.wrap(self._train_base)
@@ -351,7 +336,7 @@ class Trainer:
             validated = last or (epoch + 1) % self._val_every() == 0
             val_start = time.time()
             if validated:
-                metrics = self.evaluate(plots=t.plots, plots_dir=staging).metrics
+                metrics = self.evaluate(plots=s.plots, plots_dir=self.staging_dir).metrics
                 row.update(metrics)
             val_s = time.time() - val_start
             row["time"] = time.time() - start
@@ -364,18 +349,12 @@ class Trainer:
                 row["elapsed"] = self.budget.elapsed()
             self.history.append(row)
             self.epoch += 1
-            value = row.get(metric_key)
-            improved = value is not None and (
-                self.best is None or (value > self.best if mode == "max" else value < self.best)
-            )
+            value = row.get(s.metric)
+            improved = s.improves(value, self.best)
             if improved:
                 self.best = value
-                if self.dist.is_main:
-                    self._save_best(row)
-            if validated and t.plots and (improved or value is None) and self.dist.is_main:
-                # pr_curve.png, the confusion matrix and predictions.png show the weights that
-                # best.safetensors holds (what eval uses), also after a resume.
-                self._publish_plots(staging)
+            end = EpochEnd(epoch, row, validated, improved, value)
+            self._emit("on_validation_end", end)  # best weights, their plots
             if self.budget is not None and not last:
                 # What this epoch cost besides its steps at the measured pace and validation:
                 # loader start-up, the first step, and (measured one epoch late) checkpoint and
@@ -386,25 +365,7 @@ class Trainer:
                 overhead += self._bookkeeping_s
                 self._plan_budget(val_s if validated else None, max(0.0, overhead))
             bookkeeping_start = time.time()
-            if self.dist.is_main:  # rank 0 alone writes
-                self._write_results()
-                save_checkpoint(self._checkpoint(), self.weights_dir / "last.ckpt")
-                if t.plots:
-                    plot_history(self.history, self.plots_dir)
-            if self.writer:
-                for k, v in row.items():
-                    if k != "epoch" and isinstance(v, (int, float)):
-                        self.writer.add_scalar(k, v, epoch + 1)
-                self.writer.flush()
-            # Train losses always (an epoch without validation still reports), then val metrics.
-            shown = ", ".join(
-                f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train/", "val/"))
-            )
-            print(
-                f"epoch {epoch + 1}/{self._epochs_shown()}: {shown} ({row['time']:.1f}s, "
-                f"{row['img_s']:.1f} img/s, data wait {100 * row['data_wait']:.1f}%)",
-                flush=True,
-            )
+            self._emit("on_epoch_end", end)  # results.csv, last.ckpt, curves, TensorBoard, ...
             self._bookkeeping_s = time.time() - bookkeeping_start
         if self.budget is not None:
             plan = self.budget.plan
@@ -413,16 +374,17 @@ class Trainer:
                 f" for {self.schedule.last_step} optimizer steps"
                 + (f" ({plan.total_steps} planned, {self.budget.replans} re-plans)" if plan else "")
             )
-        if self.writer:
-            self.writer.close()
+        self._emit("on_fit_end")
         return metrics
 
     # ---- the time budget (train.time) ---------------------------------------------------------
     def _finished(self, epochs_done: int | None = None) -> bool:
         """Whether training is over after ``epochs_done`` epochs (default: those done)."""
+        if self.stop_reason is not None:
+            return True
         epochs_done = self.epoch if epochs_done is None else epochs_done
         if self.budget is None:
-            return epochs_done >= self.cfg.epochs
+            return epochs_done >= self.settings.epochs
         plan = self.budget.plan
         if plan is None:  # not measured yet: over only if the budget is gone already
             return epochs_done > 0 and self.budget.remaining() <= 0
@@ -431,11 +393,12 @@ class Trainer:
     def _val_every(self) -> int:
         if self.budget is not None and self.budget.plan is not None:
             return self.budget.plan.val_every
-        return self.cfg.train.val_every
+        return self.settings.val_every
 
-    def _epochs_shown(self) -> str:
+    def epochs_shown(self) -> str:
+        """The epoch count of a progress line: planned (~N) under a time budget."""
         if self.budget is None:
-            return str(self.cfg.epochs)
+            return str(self.settings.epochs)
         plan = self.budget.plan
         return f"~{plan.epochs(self.steps_per_epoch)}" if plan else "?"
 
@@ -472,7 +435,7 @@ class Trainer:
                 f"train.time: re-planned to {plan.total_steps} steps at {plan.step_s:.3f} s/step",
                 flush=True,
             )
-        self.schedule.set_total(budget.plan.total_steps, self.cfg.epochs)
+        self.schedule.set_total(budget.plan.total_steps, self.settings.epochs)
 
     def _after_step(self) -> None:
         """Under train.time, after each optimizer step: time it, plan once enough steps are
@@ -493,7 +456,7 @@ class Trainer:
         """Seconds one validation will take, before any has run: two batches timed (the first
         pays the loader's start-up, once), extrapolated to the split, plus a quarter for the
         metrics."""
-        model = self._eval_model()
+        model = self.eval_model()
         was_training = model.training
         model.eval()
         n = len(self.val_loader)
@@ -514,25 +477,15 @@ class Trainer:
         return times[0] + 1.25 * per_batch * max(0, n - 1)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        t = self.cfg.train
         self._set_train_mode()
         n_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen = 0
-        # A live bar on a terminal; without one (output to a file) plain lines every log_every %.
-        interactive = sys.stderr.isatty()
-        log_every = max(1, round(n_batches * t.log_every / 100)) if t.log_every else 0
-        bar = tqdm(
-            total=n_batches,
-            desc=f"epoch {epoch + 1}/{self._epochs_shown()}",
-            leave=False,
-            dynamic_ncols=True,
-            disable=not interactive,
-        )
+        self._emit("on_train_epoch_start", epoch, n_batches)
         self.optimizer.zero_grad(set_to_none=True)
         # Data wait: time blocked on the loader for the next batch, as a share of the epoch's
-        # step time (drawing samples.png excluded).
-        waited = drawn = 0.0
+        # step time (the batch-start callbacks, e.g. drawing samples.png, excluded).
+        waited = hooked = 0.0
         start = time.perf_counter()
         batches = iter(self.train_loader)
         for i in range(n_batches):
@@ -544,74 +497,80 @@ class Trainer:
             except StopIteration:
                 break
             waited += time.perf_counter() - tick
-            if i == 0 and t.plots:
+            if self._hooks["on_train_batch_start"]:
                 tick = time.perf_counter()
-                self.task.draw_batch(batch, self.plots_dir / "samples.png")
-                drawn += time.perf_counter() - tick
-            if not self._compile_reported:
-                compile_start = time.perf_counter()
+                self._emit("on_train_batch_start", i, batch)
+                hooked += time.perf_counter() - tick
             batch = self.task.to_device(batch, self.device, self.channels_last)
-            steps = (i + 1) % t.accumulate == 0 or i + 1 == n_batches  # the optimizer steps
-            # DDP all-reduces gradients on optimizer steps only (no_sync while accumulating).
-            with self.dist.no_sync(self.train_model, steps):
-                with self.precision.autocast():
-                    outputs = self._forward(batch)
-                # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
-                losses = self.task.loss(to_float32(outputs), batch)
-                loss = losses["loss"]
-                if not self.dist.all_finite(loss):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (batch {i}); "
-                        f"the last good checkpoint is {self.weights_dir / 'last.ckpt'} "
-                        "— lower optim.lr or set train.grad_clip"
-                    )
-                self.scaler.scale(loss / t.accumulate).backward()
-            if steps:
-                if t.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.schedule.step()
-                if self.ema:
-                    self.ema.update(self.model)
-                if self.budget is not None:
-                    self._after_step()
-            if not self._compile_reported:
-                self._compile_reported = True
-                print(
-                    f"torch.compile: first step (compilation) took "
-                    f"{time.perf_counter() - compile_start:.1f}s",
-                    flush=True,
-                )
+            losses = self.train_step(batch, epoch, i, n_batches)
             bs = self.task.batch_size(batch)
             seen += bs
             for k, v in losses.items():
                 if isinstance(v, torch.Tensor) and v.ndim == 0:
                     sums[k] = sums.get(k, 0.0) + v.item() * bs
-            elapsed = max(time.perf_counter() - start - drawn, 1e-9)
+            elapsed = max(time.perf_counter() - start - hooked, 1e-9)
             stats = dict(
                 loss=f"{sums['loss'] / seen:.4f}",
                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                 img_s=f"{seen / elapsed:.1f}",
                 wait=f"{100 * waited / elapsed:.0f}%",
             )
-            bar.set_postfix(stats)
-            bar.update()
-            if not interactive and log_every and ((i + 1) % log_every == 0 or i + 1 == n_batches):
-                shown = " ".join(f"{k}={v}" for k, v in stats.items())
-                print(
-                    f"epoch {epoch + 1}/{self._epochs_shown()} {i + 1}/{n_batches} "
-                    f"({100 * (i + 1) // n_batches}%) {shown}",
-                    flush=True,
-                )
-        bar.close()
-        elapsed = max(time.perf_counter() - start - drawn, 1e-9)
+            self._emit("on_train_batch_end", i, stats)
+        self._emit("on_train_epoch_end")
+        elapsed = max(time.perf_counter() - start - hooked, 1e-9)
         out = {f"train/{k}": v / max(1, seen) for k, v in sums.items()}
         out["img_s"] = seen / elapsed
         out["data_wait"] = waited / elapsed
         return out
+
+    def train_step(
+        self, batch: dict, epoch: int, index: int, n_batches: int
+    ) -> dict[str, torch.Tensor]:
+        """Forward, loss and backward of one batch (on the device); the optimizer step when the
+        batch closes an accumulation group (``train.accumulate``) or the epoch. The loss terms."""
+        s = self.settings
+        if not self._compile_reported:
+            compile_start = time.perf_counter()
+        steps = (index + 1) % s.accumulate == 0 or index + 1 == n_batches
+        # DDP all-reduces gradients on optimizer steps only (no_sync while accumulating).
+        with self.dist.no_sync(self.train_model, steps):
+            with self.precision.autocast():
+                outputs = self._forward(batch)
+            # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
+            losses = self.task.loss(to_float32(outputs), batch)
+            loss = losses["loss"]
+            if not self.dist.all_finite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {index + 1} (batch "
+                    f"{index}); the last good checkpoint is {self.weights_dir / 'last.ckpt'} "
+                    "— lower optim.lr or set train.grad_clip"
+                )
+            self.scaler.scale(loss / s.accumulate).backward()
+        if steps:
+            self.optimizer_step()
+        if not self._compile_reported:
+            self._compile_reported = True
+            print(
+                f"torch.compile: first step (compilation) took "
+                f"{time.perf_counter() - compile_start:.1f}s",
+                flush=True,
+            )
+        return losses
+
+    def optimizer_step(self) -> None:
+        """One optimizer step: unscale and clip (``train.grad_clip``), the scaler's step and
+        update, the schedule, the EMA, and the time budget's bookkeeping."""
+        if self.settings.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        if self.ema:
+            self.ema.update(self.model)
+        if self.budget is not None:
+            self._after_step()
 
     def _forward(self, batch: dict) -> dict:
         if self._compile_reported:
@@ -630,7 +589,7 @@ class Trainer:
         """Validation result of the evaluation weights (EMA if on), in fp32 (``.metrics``,
         ``.table``); with ``plots``, the task's plots and predictions.png go to ``plots_dir``
         (default: the run's plots/). The latest is also kept as ``last_eval``."""
-        model = self._eval_model()
+        model = self.eval_model()
         was_training = model.training
         model.eval()
         out_dir = Path(plots_dir) if plots_dir is not None else self.plots_dir
@@ -646,36 +605,6 @@ class Trainer:
             self.task.draw_batch(batch, out_dir / "predictions.png", outputs)
         model.train(was_training)
         return result
-
-    def _publish_plots(self, staging: Path) -> None:
-        """Move the plots of the validation just run from ``staging`` into plots/."""
-        if not staging.is_dir():
-            return
-        for item in staging.iterdir():
-            target = self.plots_dir / item.name
-            if item.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.move(str(item), str(target))
-            else:
-                os.replace(item, target)
-
-
-def metric_mode(
-    metric: str | None, mode: str | None, task_metric: str, task_mode: str
-) -> str:
-    """``max`` or ``min``: which way ``train.metric`` improves. The task knows its own metric's
-    direction; any other metric needs ``train.metric_mode`` (a name says nothing reliable:
-    ``val/abs_rel`` is an error, lower is better, with no "loss" in it)."""
-    if mode is not None:
-        if mode not in ("max", "min"):
-            raise ConfigError(f"train.metric_mode must be max or min, got {mode!r}")
-        return mode
-    if metric is None or metric == task_metric:
-        return task_mode
-    raise ConfigError(
-        f"train.metric={metric} is not the task's own metric ({task_metric}): set "
-        "train.metric_mode=max (higher is better) or train.metric_mode=min"
-    )
 
 
 def _cell(text: str) -> float | str:
