@@ -521,15 +521,16 @@ def load_config(
         if keys == ["task"]:
             task = value
     tasks = sorted(p.stem for p in DEFAULTS_DIR.glob("*.yaml") if p.stem != "base")
-    task_file = DEFAULTS_DIR / f"{task}.yaml"
-    if not isinstance(task, str) or task not in tasks:
+    defaults = task_defaults(task) if isinstance(task, str) else task
+    task_file = DEFAULTS_DIR / f"{defaults}.yaml"
+    if not isinstance(task, str) or defaults not in tasks:
         close = difflib.get_close_matches(str(task), tasks, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown task {task!r} in {source}{hint} (tasks: {', '.join(tasks)})")
 
     cfg = _read_yaml(DEFAULTS_DIR / "base.yaml")
     _merge(cfg, _read_yaml(task_file), None, cfg)  # task defaults extend the schema
-    specs = schema_specs(task)
+    specs = schema_specs(defaults)
     schema = copy.deepcopy(cfg)
     try:
         _merge(cfg, user, schema, schema, specs=specs)
@@ -559,6 +560,19 @@ def load_config(
 
 
 _SPEC_CACHE: dict[str, dict[str, Spec]] = {}
+
+
+def task_defaults(task: str) -> str:
+    """The defaults file a task's config is built on: its own (``configs/defaults/<task>.yaml``),
+    or for a task registered elsewhere (a user's ``@TASKS.register`` class) the shipped task it
+    names in ``config_defaults`` (its keys and their checks)."""
+    if (DEFAULTS_DIR / f"{task}.yaml").is_file():
+        return task
+    from .registry import TASKS
+
+    if task in TASKS:
+        return getattr(TASKS.get(task), "config_defaults", task)
+    return task
 
 
 def schema_specs(task: str) -> dict[str, Spec]:
