@@ -49,7 +49,6 @@ from .base import DataBundle, Task
 PAD_STRIDE = 32  # every registered encoder's total stride: feature maps of integer size
 _YAML_SUFFIXES = (".yaml", ".yml")
 SEGMENT_YAML = "segment.yaml"  # the data YAML the shapes generator's masks are read through
-SEG_HEADS = ("unet", "fpn", "deeplabv3plus", "fcn")
 
 
 @TASKS.register("segment")
@@ -58,6 +57,9 @@ class SegmentTask(Task):
     metric = "val/mIoU"
     metric_mode = "max"
     default_head = "unet"
+    head_outputs = ("logits",)
+    head_output_stride = 1  # per-pixel logits at the input size: any decoder that declares it
+    head_kind = "segmentation decoder"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
@@ -206,11 +208,6 @@ class SegmentTask(Task):
 
     # ---- model and loss -----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
-        if self.head_name not in SEG_HEADS:
-            raise ConfigError(
-                f"model.head {self.head_name!r} is not a segmentation decoder "
-                f"({', '.join(SEG_HEADS)})"
-            )
         return self.make_head(in_channels, strides, num_classes=len(self.classes))
 
     @property

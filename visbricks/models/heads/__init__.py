@@ -3,11 +3,20 @@
 A head is a class taking ``(in_channels, strides, **kwargs)`` with ``forward(features,
 image_size) -> dict``. Tasks build theirs with :func:`build_head`: the task's own keyword
 arguments (``num_classes``, ``anchor_generator`` ...) with the user's ``model.head_args`` on top.
+
+Every module of this package is imported here, so a new head is one file with one
+``@HEADS.register`` line. A head declares what it produces, and tasks check that rather than a
+list of names:
+- ``outputs``: the keys of its output dict (``("logits",)``, ``("boxes", "logits")``, ...);
+- ``output_stride``: 1 when its outputs are per pixel at the input size (segmentation logits,
+  disparity), None when they are per image or per anchor.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +24,11 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import HEADS, check_arguments
-from . import classification, locate, segment, ssd, ufld  # noqa: F401  (registers the heads)
+
+# Import every head module so its classes register (a new head needs no edit here).
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_head(

@@ -21,6 +21,7 @@ class LinearHead(nn.Module):
     """
 
     outputs = ("logits",)
+    output_stride = None  # one vector per image
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ class LocateHead(nn.Module):
     """
 
     outputs = ("boxes", "logits")
+    output_stride = None  # one box per image
 
     def __init__(
         self,

@@ -64,6 +64,9 @@ def _steps(ratio: int) -> int:
 
 
 class _SegHead(nn.Module):
+    outputs = ("logits",)
+    output_stride = 1  # per-pixel logits at the input size
+
     def __init__(self, channels: int, num_classes: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -216,6 +219,9 @@ class FCNHead(nn.Module):
     """FCN-8s: ``num_convs`` blocks of ``channels`` on the coarsest map (fc6/fc7), 1×1 class
     scores at the three coarsest strides (32, 16, 8 for the usual encoders), fused coarse to
     fine through ×2 ``upsample`` blocks on the score maps (linear: no norm, no activation)."""
+
+    outputs = ("logits",)
+    output_stride = 1
 
     def __init__(
         self,

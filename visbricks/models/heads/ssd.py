@@ -52,6 +52,7 @@ class SSDHead(nn.Module):
     """
 
     outputs = ("cls_logits", "box_deltas", "anchors")
+    output_stride = None  # per anchor
 
     def __init__(
         self,

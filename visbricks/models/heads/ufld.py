@@ -40,6 +40,7 @@ def feature_size(size: int, stride: int) -> int:
 @HEADS.register("ufld")
 class UFLDHead(nn.Module):
     outputs = ("loc_row", "loc_col", "exist_row", "exist_col")
+    output_stride = None  # per row/column anchor
 
     def __init__(
         self,

@@ -25,6 +25,10 @@ class ModelRole:
     # (a head that declares ``outputs`` must provide them; see ``head_name``).
     default_head: str | None = None
     head_outputs: tuple[str, ...] = ()
+    # The output stride a head must declare (``output_stride``, models/heads/__init__.py) for
+    # this task, e.g. 1 for per-pixel logits; None: any. ``head_kind`` names such heads.
+    head_output_stride: int | None = None
+    head_kind = "head for this task"
 
     @property
     def head_name(self) -> str:
@@ -32,6 +36,14 @@ class ModelRole:
         name = self.cfg.model.get("head") or self.default_head
         if name is None:
             raise ConfigError(f"model.head is null and task {self.name!r} has no default head")
+        wanted = self.head_output_stride
+        if wanted is not None and not self._head_fits(name):
+            fitting = [n for n in HEADS.names() if self._head_fits(n)]
+            raise ConfigError(
+                f"model.head {name!r} is not a {self.head_kind}: task {self.name!r} needs "
+                f"{', '.join(self.head_outputs)} at output stride {wanted} (heads that give "
+                f"them: {', '.join(fitting)})"
+            )
         declared = getattr(HEADS.get(name), "outputs", None)
         missing = [k for k in self.head_outputs if declared is not None and k not in declared]
         if missing:
@@ -40,6 +52,13 @@ class ModelRole:
                 f"{', '.join(self.head_outputs)} (default head: {self.default_head!r})"
             )
         return name
+
+    def _head_fits(self, name: str) -> bool:
+        cls = HEADS.get(name)
+        outputs = getattr(cls, "outputs", None) or ()
+        return getattr(cls, "output_stride", None) == self.head_output_stride and all(
+            k in outputs for k in self.head_outputs
+        )
 
     def make_head(
         self, in_channels: list[int], strides: list[int], **task_kwargs: Any
