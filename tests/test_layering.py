@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN.md 9): a module never imports from a layer above its own.
+"""Imports run one way (docs/architecture.md §9): a module never imports from a layer above its own.
 
 Every ``import`` / ``from ... import`` in the package is parsed with ``ast`` — module level and
 inside functions alike (a deferred import is still a dependency) — and resolved to the

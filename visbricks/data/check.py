@@ -25,6 +25,7 @@ from ..errors import ConfigError, DataError
 from .formats import find_format
 from .io import check_image, image_size, is_image_file, read_image
 from .records import DetectionSet, ImageRecord
+from .report import ProblemList
 
 STATS_IMAGES = 500  # mean/std from at most this many images: a few hundred pin them to ~1e-3
 TINY_BOX_PX = 2.0  # a box narrower or lower than this is reported (and kept): likely a slip
@@ -41,7 +42,7 @@ class SplitStats:
 
 
 @dataclass
-class CheckReport:
+class CheckReport(ProblemList):
     source: Path
     dataset_format: str
     classes: list[str]
@@ -53,10 +54,6 @@ class CheckReport:
     std: tuple[float, ...] | None = None
     stats_images: int = 0  # how many images mean/std were computed on
     stats_split: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     def format(self) -> str:
         """The human-readable report the CLI prints."""
@@ -85,11 +82,7 @@ class CheckReport:
         if self.notes:
             lines.append(f"{len(self.notes)} note{'s' * (len(self.notes) != 1)} (kept):")
             lines += [f"  [{split}] {file}: {reason}" for split, file, reason in self.notes]
-        if self.ok:
-            lines.append("no problems found")
-        else:
-            lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
-            lines += [f"  [{split}] {file}: {reason}" for split, file, reason in self.problems]
+        lines += self.problem_lines()
         return "\n".join(lines)
 
 

@@ -10,12 +10,16 @@ import torch
 
 from .transforms import IGNORE_INDEX
 
+# Every registered encoder's total stride: padded to a multiple of it, every feature map of the
+# box and mask tasks has an integer size.
+PAD_STRIDE = 32
+
 # Per-object targets: their length differs between images, so they stay one entry per image.
 _PER_IMAGE_KEYS = ("boxes", "labels", "masks")
 
 
 def pad_collate(
-    batch: Sequence[dict[str, Any]], stride: int = 32, pad_value: float = 0.0
+    batch: Sequence[dict[str, Any]], stride: int = PAD_STRIDE, pad_value: float = 0.0
 ) -> dict[str, Any]:
     """Stack sample dicts into a batch, padding images bottom/right to a common size.
 

@@ -9,7 +9,6 @@ file does not end a long training run.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import DataError
 from .io import DecodeCache, image_size, read_image, safe_join
 from .records import DetectionSet, ImageRecord
+from .report import first_readable
 from .rle import decode
 
 Sample = dict[str, Any]
@@ -72,31 +72,9 @@ class DetectionDataset(Dataset):
         return ratios
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} images")
-        index %= n
-        for offset in range(n):
-            # Replacing a bad sample with the next index keeps the epoch deterministic.
-            i = (index + offset) % n
-            record = self.dataset.records[i]
-            if record.file in self.bad_files:
-                self.num_skipped += 1
-                continue
-            try:
-                sample = self._load(i, record)
-            except DataError as err:
-                if self.strict:
-                    raise
-                self.bad_files[record.file] = str(err)
-                self.num_skipped += 1
-                warnings.warn(f"skipping sample {record.file}: {err}", stacklevel=2)
-                continue
-            return self._finish(sample)
-        raise DataError(
-            f"no readable sample in dataset {self.dataset.root} "
-            f"({len(self.bad_files)} bad files, e.g. {next(iter(self.bad_files), '?')})"
-        )
+        records = self.dataset.records
+        sample = first_readable(self, index, records, self._load, self.dataset.root)
+        return self._finish(sample)
 
     def _read(self, i: int, record: ImageRecord) -> np.ndarray:
         return self.cache.get(i, lambda: read_image(safe_join(self.dataset.root, record.file)))

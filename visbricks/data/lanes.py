@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from ..ops.lanes import LaneAnchors, assign_slots, encode_lanes, lane_mask_target
 from .io import read_image, safe_join
+from .report import ProblemList
 
 
 @dataclass
@@ -203,7 +204,7 @@ def collate_lanes(samples: list[dict]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- data check
 @dataclass
-class LaneCheckReport:
+class LaneCheckReport(ProblemList):
     """What ``visbricks data check`` prints for a lane dataset."""
 
     path: Path
@@ -211,18 +212,10 @@ class LaneCheckReport:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # split → (images, lanes)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (split, file, reason)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
     def format(self) -> str:
         lines = [f"{self.path} ({self.fmt} lanes)"]
         lines += [f"  {split}: {n} images, {k} lanes" for split, (n, k) in self.counts.items()]
-        if self.ok:
-            lines.append("no problems found")
-        else:
-            lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
-            lines += [f"  [{split}] {file}: {reason}" for split, file, reason in self.problems]
+        lines += self.problem_lines()
         return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Normalization presets and their inverse for display (DESIGN.md 4).
+"""Normalization presets and their inverse for display (docs/architecture.md §4).
 
 Everything is expressed on the 0..1 scale: the model sees ``(uint8 / 255 - mean) / std``.
 Caffe's preset (mean in 0..255, std 1) becomes mean/255 and std 1/255, which is the same

@@ -1,6 +1,7 @@
 """The in-memory form every detection/segmentation format is read into and written from.
 
-Boxes are absolute-pixel XYXY float32 (DESIGN.md 4); class ids are 0..C-1 in ``classes`` order.
+Boxes are absolute-pixel XYXY float32 (docs/architecture.md §4); class ids are 0..C-1 in
+``classes`` order.
 Format readers (VOC, COCO, YOLO) produce a :class:`DetectionSet`; writers consume one; datasets,
 ``data check``, ``data convert`` and the COCO/VOC evaluators all work on it, so a format is
 converted exactly once, at the edge.

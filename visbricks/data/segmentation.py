@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import ConfigError, DataError
 from .formats.masks import SegmentationSet, read_mask
 from .io import DecodeCache, read_image, safe_join
+from .report import ProblemList, first_readable
 from .transforms import (
     IGNORE_INDEX,
     Letterbox,
@@ -289,27 +289,10 @@ class SegmentationDataset(Dataset):
         return self.cache.get(index, read)
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} images")
-        index %= n
-        for offset in range(n):
-            i = (index + offset) % n
-            record = self.records[i]
-            if record.file in self.bad_files:
-                self.num_skipped += 1
-                continue
-            try:
-                image, mask = self.load(i)
-            except DataError as err:
-                if self.strict:
-                    raise
-                self.bad_files[record.file] = str(err)
-                self.num_skipped += 1
-                warnings.warn(f"skipping sample {record.file}: {err}", stacklevel=2)
-                continue
-            return self._finish(image, mask)
-        raise DataError(f"no readable sample in dataset {self.dataset.root}")
+        image, mask = first_readable(
+            self, index, self.records, lambda i, _: self.load(i), self.dataset.root
+        )
+        return self._finish(image, mask)
 
     def _finish(self, image: np.ndarray, mask: np.ndarray) -> Sample:
         sample: Sample = {
@@ -389,7 +372,7 @@ def stride_ceil(value: int, stride: int) -> int:
     return int(math.ceil(value / stride) * stride)
 
 
-class MaskCheckReport:
+class MaskCheckReport(ProblemList):
     """What ``visbricks data check`` prints for a mask dataset: per split the images, the images
     without a mask, labelled pixels per class, and every problem with its file."""
 
@@ -399,10 +382,6 @@ class MaskCheckReport:
         self.classes = classes
         self.splits: dict[str, dict[str, Any]] = {}
         self.problems: list[tuple[str, str, str]] = []  # (split, file, reason)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     def format(self) -> str:
         n = len(self.classes)
@@ -416,11 +395,7 @@ class MaskCheckReport:
             cells = (f"{int(s['pixels'][c])}" for s in self.splits.values())
             lines.append(f"{name:<{width}}" + "".join(f"{cell:>16}" for cell in cells))
         lines.append("")
-        if self.ok:
-            lines.append("no problems found")
-        else:
-            lines.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}:")
-            lines += [f"  [{split}] {file}: {reason}" for split, file, reason in self.problems]
+        lines += self.problem_lines()
         return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import ConfigError
 from .normalize import IMAGENET_MEAN, IMAGENET_STD
 
-IGNORE_INDEX = 255  # semantic-mask value the segmentation loss ignores (DESIGN.md 1)
+IGNORE_INDEX = 255  # semantic-mask value the segmentation loss ignores (docs/architecture.md §1)
 
 DEFAULT_AUG: dict[str, Any] = {
     "hflip": 0.5,  # probability

@@ -161,7 +161,7 @@ class Checkpoint(Callback):
 
 
 class HistoryPlot(Callback):
-    """plots/results.png: the loss and metric curves so far."""
+    """plots/loss.png and metrics.png: the curves so far."""
 
     order = 30
 

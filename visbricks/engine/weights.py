@@ -149,7 +149,7 @@ def load_weights(
     mapping: Mapping[str, str] | Iterable[Rule | tuple] | None = None,
     verbose: bool = True,
 ) -> LoadReport:
-    """Load what fits from ``source`` into ``model`` and report the rest (DESIGN.md 6).
+    """Load what fits from ``source`` into ``model`` and report the rest (docs/architecture.md §6).
 
     - ``key``: same names and shapes load; everything else is reported.
     - ``shape``: for a renamed but equal architecture — tensors are paired in order, from the

@@ -1,4 +1,4 @@
-"""Semantic-segmentation metrics from one dataset-level confusion matrix (DESIGN.md 1).
+"""Semantic-segmentation metrics from one dataset-level confusion matrix (docs/architecture.md §1).
 
 Every pixel of the split is counted into a single ``C × C`` matrix (rows = ground truth,
 columns = prediction) before any ratio is taken, so an image with few pixels of a class weighs

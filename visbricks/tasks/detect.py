@@ -1,4 +1,4 @@
-"""``detect``: many objects per image with an SSD-style detector (DESIGN.md 1).
+"""``detect``: many objects per image with an SSD-style detector (docs/architecture.md §1).
 
 The bricks live elsewhere and are only wired here: anchors (``ops.anchors``), box coding
 (``ops.box_coder``), matching and the MultiBox/focal loss (``models.losses``), the SSD head and
@@ -14,7 +14,6 @@ mapping of boxes back to original-image pixels.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import replace
 from functools import partial
@@ -27,7 +26,7 @@ from torch import nn
 from torchvision import tv_tensors
 
 from ..config import Config
-from ..data.collate import pad_collate
+from ..data.collate import PAD_STRIDE, pad_collate
 from ..data.detection import DetectionDataset
 from ..data.draw import draw_boxes
 from ..data.formats import read_task_split
@@ -50,8 +49,6 @@ from .base import DataBundle, Task
 
 # Batches are padded to a multiple of this: the total stride of every registered backbone, so
 # each feature map has an integer size whatever the image size.
-PAD_STRIDE = 32
-_YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def grouped_batch_sampler(
@@ -92,20 +89,9 @@ class BoxTask(Task):
 
     # ---- data -------------------------------------------------------------------------------
     def generate(self, kind: str | None, root: Path, params: dict) -> None:
-        if kind != "shapes":
-            raise ConfigError(f"data.synth.kind for {self.name} must be 'shapes', got {kind!r}")
-        from ..data.synth.shapes import write_detection
+        from ..data.synth.shapes import write_detection_at
 
-        # data.root names the data YAML the generator writes; the dataset is its folder.
-        out = root.parent if root.suffix in _YAML_SUFFIXES else root
-        try:
-            inspect.signature(write_detection).bind(out, **params)
-        except TypeError as e:
-            raise ConfigError(
-                f"data.synth: {e} (write_detection parameters: fmt, n_train, "
-                "n_val, width, height, seed, objects)"
-            ) from None
-        write_detection(out, **params)
+        write_detection_at(kind, root, params, self.name)
 
     def _read(self, split: str, classes: list[str] | None) -> DetectionSet:
         """The ``data.<split>`` split as annotated, with unique image ids (cached)."""
@@ -453,4 +439,3 @@ class DetectTask(BoxTask):
 
     def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
         return self._draw_json(image, prediction["detections"])
-

@@ -1,4 +1,4 @@
-"""``lanes``: lane detection by row/column-anchor classification (UFLD-V2, DESIGN.md 1).
+"""``lanes``: lane detection by row/column-anchor classification (UFLD-V2, docs/architecture.md §1).
 
 Bricks: any backbone → the ``ufld`` head (:mod:`visbricks.models.heads.ufld`); targets and
 decoding in :mod:`visbricks.ops.lanes`; loss :func:`visbricks.models.lane_losses.ufld_loss`;

@@ -1,4 +1,4 @@
-"""``locate``: one object per image — its box and its class (DESIGN.md 1).
+"""``locate``: one object per image — its box and its class (docs/architecture.md §1).
 
 The data pipeline is detection's (:class:`~visbricks.tasks.detect.BoxTask`): the target of an
 image is its largest box after augmentation. The loss is L1 on the box corners, in fractions of

@@ -1,4 +1,4 @@
-"""``segment``: semantic segmentation, encoder → decoder (DESIGN.md 1).
+"""``segment``: semantic segmentation, encoder → decoder (docs/architecture.md §1).
 
 The bricks live elsewhere and are wired here: any registered backbone is the encoder (features at
 strides 4–32), a decoder head (``unet``, ``fpn``, ``deeplabv3plus``, ``fcn`` in
@@ -13,11 +13,8 @@ like mmseg's "whole" mode on resized data; ``predict`` maps masks back to the or
 
 from __future__ import annotations
 
-import inspect
-import os
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +24,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import Config
-from ..data.collate import pad_collate
+from ..data.collate import PAD_STRIDE, pad_collate
 from ..data.draw import color, image_grid, overlay_mask
 from ..data.formats import AUTO_VAL_FRACTION, find_format, get_format
+from ..data.formats.base import YAML_SUFFIXES
 from ..data.formats.datayaml import holdout
 from ..data.formats.masks import SegmentationSet
-from ..data.io import safe_join, write_image
+from ..data.io import cache_budget, safe_join, write_image
 from ..data.normalize import denormalize, to_image
 from ..data.segmentation import (
     SegmentationDataset,
@@ -41,13 +39,12 @@ from ..data.segmentation import (
     median_frequency_weights,
 )
 from ..errors import ConfigError, DataError
+from ..files import atomic_write_text
 from ..metrics.segmentation import IGNORE_INDEX, SegmentationEvaluator
 from ..models.seg_losses import SegmentationLoss
 from ..registry import TASKS
 from .base import DataBundle, Task
 
-PAD_STRIDE = 32  # every registered encoder's total stride: feature maps of integer size
-_YAML_SUFFIXES = (".yaml", ".yml")
 SEGMENT_YAML = "segment.yaml"  # the data YAML the shapes generator's masks are read through
 
 
@@ -66,25 +63,13 @@ class SegmentTask(Task):
         self._sets: dict[str, SegmentationSet] = {}
         self._criterion: SegmentationLoss | None = None
         self._eval_transform = None
-        self.last_result = None
 
     # ---- data -------------------------------------------------------------------------------
     def generate(self, kind: str | None, root: Path, params: dict) -> None:
-        if kind != "shapes":
-            raise ConfigError(f"data.synth.kind for segment must be 'shapes', got {kind!r}")
-        from ..data.synth.shapes import SHAPE_CLASSES, write_detection
+        from ..data.synth.shapes import SHAPE_CLASSES, write_detection_at
 
-        out = root.parent if root.suffix in _YAML_SUFFIXES else root
-        params = {"fmt": "coco", **params}
-        try:
-            inspect.signature(write_detection).bind(out, **params)
-        except TypeError as e:
-            raise ConfigError(
-                f"data.synth: {e} (write_detection parameters: fmt, n_train, n_val, width, "
-                "height, seed, objects)"
-            ) from None
-        write_detection(out, **params)
-        spec = out / (root.name if root.suffix in _YAML_SUFFIXES else SEGMENT_YAML)
+        out = write_detection_at(kind, root, params, self.name, fmt="coco")
+        spec = root if root.suffix in YAML_SUFFIXES else out / SEGMENT_YAML
         if not spec.is_file():
             # The generator's masks: 0 = background, k + 1 = shape class k.
             doc = {
@@ -95,9 +80,8 @@ class SegmentTask(Task):
                 "train": {"images": "images/train", "masks": "masks/train"},
                 "val": {"images": "images/val", "masks": "masks/val"},
             }
-            tmp = spec.with_name(f"{spec.name}.tmp-{os.getpid()}")
-            tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-            os.replace(tmp, spec)  # atomic: a concurrent run reads a whole file or none
+            # Atomic: a concurrent run reads a whole file or none.
+            atomic_write_text(spec, yaml.safe_dump(doc, sort_keys=False))
 
     def _read(self, split: str) -> SegmentationSet:
         cached = self._sets.get(split)
@@ -126,7 +110,9 @@ class SegmentTask(Task):
 
                 logging.getLogger(__name__).warning(
                     "%s has no train/val split: holding out %d of %d images for val (seed 0)",
-                    root, n_val, len(whole.records),
+                    root,
+                    n_val,
+                    len(whole.records),
                 )
             ds = SegmentationSet(
                 root=part.root,
@@ -179,14 +165,9 @@ class SegmentTask(Task):
                 f"the {split} split of {self.data_root} has classes {ds.classes}, the model "
                 f"{self.classes}; give data.classes to fix one list"
             )
-        return SegmentationDataset(ds, transform, strict=d.strict, cache=self._cache())
-
-    def _cache(self) -> bool | int:
-        d = self.cfg.data
-        if not d.cache:
-            return False
-        mb = d.get("cache_mb") if hasattr(d, "get") else None
-        return True if mb is None else int(mb * 2**20)
+        return SegmentationDataset(
+            ds, transform, strict=d.strict, cache=cache_budget(d.cache, d.get("cache_mb"))
+        )
 
     def datasets(self) -> DataBundle:
         classes = self.classes
@@ -243,15 +224,6 @@ class SegmentTask(Task):
 
     def eval_pairs(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return outputs["logits"].argmax(1), batch["semantic"]
-
-    @torch.no_grad()
-    def evaluate(self, model, loader, device, plots_dir=None, split: str = "val"):
-        result = super().evaluate(model, loader, device, plots_dir, split)
-        self.last_result = result
-        return result
-
-    def format_report(self, metrics: Any = None) -> str:
-        return self.last_result.table if self.last_result is not None else ""
 
     # ---- drawing ------------------------------------------------------------------------------
     def legend(self, present: list[int] | None = None, width: int = 160) -> np.ndarray:
@@ -357,9 +329,7 @@ class SegmentTask(Task):
         legend = self.legend(present, width=min(160, max(80, image.shape[1] // 3)))
         h = image.shape[0]
         legend = legend[:h]
-        legend = np.pad(
-            legend, ((0, h - legend.shape[0]), (0, 0), (0, 0)), constant_values=255
-        )
+        legend = np.pad(legend, ((0, h - legend.shape[0]), (0, 0), (0, 0)), constant_values=255)
         return np.concatenate([overlay, self.colorize(mask), legend], axis=1)
 
 

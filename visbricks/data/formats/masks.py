@@ -1,4 +1,4 @@
-"""Semantic-mask formats: one PNG of class indices per image (DESIGN.md 4, "mask PNGs").
+"""Semantic-mask formats: one PNG of class indices per image (docs/architecture.md §4, "mask PNGs").
 
 Registered in :data:`~visbricks.registry.DATASETS` with ``kind = "segmentation"``:
 

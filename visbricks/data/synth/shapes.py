@@ -1,4 +1,4 @@
-"""Synthetic shapes on textured backgrounds: the embedded default dataset (DESIGN.md 5).
+"""Synthetic shapes on textured backgrounds: the embedded default dataset (docs/architecture.md §5).
 
 ``render_scene`` draws shapes into one image and returns, per shape, its class, its visible mask
 and the tight box of that mask. ``write_classification`` and ``write_detection`` turn scenes into
@@ -545,3 +545,29 @@ def write_detection(
         return data
 
     return _generate_atomically(Path(out), params, build)
+
+
+def write_detection_at(
+    kind: str | None, root: Path, params: dict[str, Any], task: str, **defaults: Any
+) -> Path:
+    """What a box or mask task's ``data.synth`` runs: the shapes set at ``data.root`` (a folder,
+    or the data YAML that names it: the dataset is then its folder), ``params`` on top of the
+    task's ``defaults``; a wrong kind or parameter is one ConfigError naming ``data.synth``.
+    Returns the dataset folder."""
+    import inspect
+
+    from ..formats.base import YAML_SUFFIXES
+
+    if kind != "shapes":
+        raise ConfigError(f"data.synth.kind for {task} must be 'shapes', got {kind!r}")
+    out = root.parent if root.suffix in YAML_SUFFIXES else root
+    params = {**defaults, **params}
+    try:
+        inspect.signature(write_detection).bind(out, **params)
+    except TypeError as e:
+        names = list(inspect.signature(write_detection).parameters)[1:]
+        raise ConfigError(
+            f"data.synth: {e} (write_detection parameters: {', '.join(names)})"
+        ) from None
+    write_detection(out, **params)
+    return out
