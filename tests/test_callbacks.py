@@ -87,8 +87,10 @@ def test_a_callback_object_can_be_passed_and_bad_ones_are_named(colours, tmp_pat
     cfg = tiny_config(colours, tmp_path / "runs", "epochs=1", "train.max_batches=1")
     _trainer(cfg, callbacks=[EventLog()]).fit()
     assert EventLog.seen[0] == "fit_start" and EventLog.seen[-1] == "fit_end"
+    runs = sorted((tmp_path / "runs" / "classify").iterdir())
     with pytest.raises(ConfigError, match="train.callbacks: unknown callback 'no_such'"):
         _trainer(tiny_config(colours, tmp_path / "runs", "train.callbacks=[no_such]"))
+    assert sorted((tmp_path / "runs" / "classify").iterdir()) == runs  # no folder claimed
     with pytest.raises(ConfigError, match="is not a visbricks.engine.callbacks.Callback"):
         _trainer(tiny_config(colours, tmp_path / "runs"), callbacks=[object()])
 

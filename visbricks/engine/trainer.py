@@ -78,6 +78,17 @@ class Trainer:
         self.amp = self.precision.enabled
         self.channels_last = s.channels_last
         self.workers = s.workers
+        # Built before the run folder is claimed: a bad train.callbacks name leaves no folder.
+        self.callbacks = build_callbacks(self, list(callbacks))
+        # Per event, the callbacks that handle it on this rank (the loop calls only those).
+        self._hooks = {
+            event: [
+                cb
+                for cb in self.callbacks
+                if overrides(cb, event) and (self.dist.is_main or not cb.main_only)
+            ]
+            for event in EVENTS
+        }
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
@@ -134,16 +145,6 @@ class Trainer:
             self._load_checkpoint(ckpt)
         if self.dist.is_main:
             save_config(self._resolved_config(), self.run_dir / "config.yaml")
-        self.callbacks = build_callbacks(self, list(callbacks))
-        # Per event, the callbacks that handle it on this rank (the loop calls only those).
-        self._hooks = {
-            event: [
-                cb
-                for cb in self.callbacks
-                if overrides(cb, event) and (self.dist.is_main or not cb.main_only)
-            ]
-            for event in EVENTS
-        }
 
     def _emit(self, event: str, *args) -> None:
         for cb in self._hooks[event]:
