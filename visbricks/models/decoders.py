@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .blocks import BLOCKS, block_options, block_spec, build_block, build_upsample, is_upsampling
+from ..registry import BLOCKS
+from .blocks import block_options, block_spec, build_block, build_upsample, is_upsampling
 
 
 class UNetDecoder(nn.Module):
