@@ -120,3 +120,15 @@ def test_classification_presets_generate_their_data_from_an_empty_folder(tmp_pat
         data = task.build_data()  # the one place data is prepared
         assert len(data.train) > 0 and len(data.val) > 0, preset
     assert (tmp_path / "data" / "shapes" / ".complete").is_file()
+
+
+def test_a_loss_section_feeds_its_constructor_by_name_and_a_stray_key_is_named():
+    from visbricks.config import section_kwargs
+    from visbricks.models.seg_losses import SegmentationLoss
+
+    cfg = load_config("segment-shapes")
+    kwargs = section_kwargs(SegmentationLoss, cfg.loss, "loss", class_weights=[1.0, 2.0])
+    assert kwargs["class_weights"] == [1.0, 2.0]
+    assert kwargs["dice_weight"] == cfg.loss.dice_weight
+    with pytest.raises(ConfigError, match=r"loss\.typo_weight is not a parameter"):
+        section_kwargs(SegmentationLoss, {**cfg.loss, "typo_weight": 1.0}, "loss")

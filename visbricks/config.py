@@ -587,3 +587,20 @@ def schema_specs(task: str) -> dict[str, Spec]:
 def save_config(cfg: Mapping, path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(_plain(cfg), f, sort_keys=False)
+
+
+def section_kwargs(fn: Any, section: Mapping, where: str, **given: Any) -> dict[str, Any]:
+    """Keyword arguments for ``fn`` from config ``section`` (a loss's weights and switches): every
+    key of the section by its own name, then ``given`` (values the task computes) on top. A key
+    ``fn`` has no parameter for is a ConfigError naming ``where.key``: the YAML and the
+    constructor cannot drift apart, leaving a key that silently changes nothing."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    unused = [k for k in section if k not in params]
+    if unused:
+        raise ConfigError(
+            f"{where}.{unused[0]} is not a parameter of {getattr(fn, '__name__', fn)} "
+            f"(it takes {', '.join(p for p in params if p != 'self')})"
+        )
+    return {**{k: _plain(section[k]) for k in section}, **given}

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torchvision import tv_tensors
 
-from ..config import Config
+from ..config import Config, section_kwargs
 from ..data.collate import PAD_STRIDE, pad_collate
 from ..data.detection import DetectionDataset
 from ..data.draw import draw_boxes
@@ -249,18 +249,8 @@ class DetectTask(BoxTask):
     @property
     def criterion(self) -> SSDLoss:
         if self._criterion is None:
-            loss = self.cfg.loss
-            self._criterion = SSDLoss(
-                len(self.classes),
-                self.box_coder,
-                iou_threshold=loss.iou_threshold,
-                box_loss=loss.box_loss,
-                cls_loss=loss.cls_loss,
-                neg_pos_ratio=loss.neg_pos_ratio,
-                focal_alpha=loss.focal_alpha,
-                focal_gamma=loss.focal_gamma,
-                box_weight=loss.box_weight,
-            )
+            kwargs = section_kwargs(SSDLoss, self.cfg.loss, "loss")
+            self._criterion = SSDLoss(len(self.classes), self.box_coder, **kwargs)
         return self._criterion
 
     # ---- model ------------------------------------------------------------------------------

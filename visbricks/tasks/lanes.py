@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, section_kwargs
 from ..data.draw import draw_lanes
 from ..data.formats import find_format, get_format
 from ..data.lanes import LaneDataset, LaneSet, collate_lanes
@@ -43,6 +43,7 @@ class LanesTask(Task):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
+        self.loss_kwargs = section_kwargs(ufld_loss, cfg.loss, "loss")  # checked once, here
         m = cfg.model
         col_lanes = m.col_lanes
         if col_lanes is not None:
@@ -120,18 +121,8 @@ class LanesTask(Task):
         )
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
-        c = self.cfg.loss
-        return ufld_loss(
-            outputs,
-            batch["row_pos"],
-            batch["col_pos"],
-            batch.get("seg"),
-            cls_weight=c.cls_weight,
-            exist_weight=c.exist_weight,
-            mean_weight=c.mean_weight,
-            seg_weight=c.seg_weight,
-            soft=c.soft,
-        )
+        row, col, seg = batch["row_pos"], batch["col_pos"], batch.get("seg")
+        return ufld_loss(outputs, row, col, seg, **self.loss_kwargs)
 
     def decode(self, outputs: dict, sizes: list[tuple[int, int]]) -> list[list[dict]]:
         """Lanes per image in original pixels (``sizes``: each image's (H, W))."""
