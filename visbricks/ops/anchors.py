@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,3 +159,29 @@ def default_ssd_sizes(
     return [
         [scales[k] * side, math.sqrt(scales[k] * scales[k + 1]) * side] for k in range(num_levels)
     ]
+
+
+def anchors_from_config(anchors: Any, img_size: Sequence[int], num_levels: int) -> AnchorGenerator:
+    """The generator of a ``model.anchors`` config section (``sizes`` or SSD's ``smin``/``smax``
+    rule, ``aspect_ratios`` for all levels or per level, ``clip``) for a model predicting from
+    ``num_levels`` feature maps; a level count that does not match is one ConfigError."""
+    ratios = anchors.aspect_ratios
+    if ratios and all(isinstance(r, (int, float)) for r in ratios):
+        ratios = [ratios]  # one flat list: the same ratios on every level
+    if len(ratios) == 1:
+        ratios = list(ratios) * num_levels
+    if len(ratios) != num_levels:
+        raise ConfigError(
+            f"model.anchors.aspect_ratios has {len(ratios)} lists but the model predicts "
+            f"from {num_levels} feature maps; give one list for all levels or one per level"
+        )
+    if anchors.sizes is None:
+        sizes = default_ssd_sizes(img_size, num_levels, anchors.smin, anchors.smax)
+    else:
+        sizes = [[s] if isinstance(s, (int, float)) else list(s) for s in anchors.sizes]
+        if len(sizes) != num_levels:
+            raise ConfigError(
+                f"model.anchors.sizes has {len(sizes)} levels but the model predicts from "
+                f"{num_levels} feature maps (the neck's outputs); give one list per level"
+            )
+    return AnchorGenerator(sizes, ratios, clip=anchors.clip)
