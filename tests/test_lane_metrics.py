@@ -122,22 +122,26 @@ def _vertical(x: float, h: int) -> np.ndarray:
     return np.array([[x, -50.0], [x, h + 50.0]])  # crosses the whole image
 
 
-def test_lane_drawn_exactly_width_pixels_wide():
-    mask = lane_mask(_vertical(100.0, 40), (40, 300), 30)
-    assert (mask.sum(1) == 30).all()  # centres 85.5 … 114.5 are within 15 px of x = 100
-    cols = np.flatnonzero(mask[0])
-    assert cols[0] == 85 and cols[-1] == 114
+def test_lane_drawn_as_cv2_thick_line_through_truncated_points():
+    # CULane's evaluator: cv2.line(thickness=30) through int points is 31 px across a vertical
+    # lane, columns 85 … 115 around x = 100; x = 100.9 is truncated to the same column.
+    for x in (100.0, 100.9):
+        mask = lane_mask(_vertical(x, 40), (40, 300), 30)
+        assert (mask.sum(1) == 31).all()
+        cols = np.flatnonzero(mask[0])
+        assert cols[0] == 85 and cols[-1] == 115
 
 
-def test_culane_offset_by_half_width_is_one_third_iou():
+def test_culane_offset_by_half_width_is_about_one_third_iou():
     h = 60
     gt = [_vertical(100.0, h)]
-    # moved by 15 px (half of 30): 15 shared columns of 45 in the union → IoU 1/3, not a TP
+    # moved by 15 px (half of 30): 16 shared columns of 46 in the union (31-px lines, cv2's
+    # thickness 30) → IoU 0.348, not a TP
     iou = culane_ious([_vertical(115.0, h)], gt, (h, 300), 30)
-    assert iou[0, 0] == pytest.approx(1 / 3)
+    assert iou[0, 0] == pytest.approx(16 / 46)
     assert culane_image([_vertical(115.0, h)], gt, (h, 300)) == (0, 1, 1)
-    # moved by 5 px: 25 / 35 → TP
-    assert culane_ious([_vertical(105.0, h)], gt, (h, 300))[0, 0] == pytest.approx(25 / 35)
+    # moved by 5 px: 26 / 36 → TP
+    assert culane_ious([_vertical(105.0, h)], gt, (h, 300))[0, 0] == pytest.approx(26 / 36)
     assert culane_image([_vertical(105.0, h)], gt, (h, 300)) == (1, 0, 0)
 
 
@@ -172,19 +176,14 @@ def _spline(points, n=5):
 
 
 def _mask_loop(points, h, w, width):
-    out = np.zeros((h, w), bool)
-    r = width / 2
-    for i in range(h):
-        for j in range(w):
-            px, py = j + 0.5, i + 0.5
-            for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
-                dx, dy = x1 - x0, y1 - y0
-                t = ((px - x0) * dx + (py - y0) * dy) / (dx * dx + dy * dy)
-                t = min(max(t, 0.0), 1.0)
-                if (px - x0 - t * dx) ** 2 + (py - y0 - t * dy) ** 2 <= r * r:
-                    out[i, j] = True
-                    break
-    return out
+    """CULane's drawing: cv2.line per segment through the points truncated to integers."""
+    import cv2
+
+    out = np.zeros((h, w), np.uint8)
+    pts = np.asarray(points).astype(np.int32)
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        cv2.line(out, (int(x0), int(y0)), (int(x1), int(y1)), 1, thickness=int(width))
+    return out > 0
 
 
 def _culane_loop(pred, gt, h, w, width, thr=0.5):

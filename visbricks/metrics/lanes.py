@@ -1,43 +1,53 @@
-"""Lane metrics with the two official definitions: TuSimple accuracy/FP/FN and CULane F1.
+"""Lane metrics equal to the official tools: TuSimple's ``lane.py`` and CULane's evaluator.
 
 A lane is an ``(N, 2)`` float array of ``(x, y)`` pixel points. Both metrics are per image and
-then accumulated over the split.
+then accumulated over the split. ``tests/test_lane_metrics_official.py`` compares every figure,
+per image and in total, with an independent re-implementation of the two tools on random lanes
+near the thresholds.
 
-**TuSimple** (``lane.py`` of the TuSimple benchmark, reproduced here line for line in numpy):
-lanes are compared at the sample rows ``h_samples``; a missing point is -2 (any negative value).
+**TuSimple** (``LaneEval.bench`` of the TuSimple benchmark's ``evaluate/lane.py``): lanes are
+x values at the sample rows ``h_samples``; a missing point is -2 (any negative value).
 
-* the threshold of a ground-truth lane is ``20 px / cos(angle)``, where the angle comes from the
-  least-squares slope of x on y over the lane's valid points (0 for fewer than two points);
+* a frame whose ``run_time`` exceeds 200 ms, or with more than ``G + 2`` predictions for ``G``
+  ground-truth lanes, scores (accuracy 0, FP 0, FN 1);
+* the threshold of a ground-truth lane is ``20 px / cos(angle)``, where the angle is the arctan
+  of the least-squares slope of x on y over the lane's valid points (0 for fewer than two);
 * the accuracy of a prediction against that lane is the fraction of *all* sample rows where
-  ``|x_pred - x_gt| < threshold``, with every missing point set to -100 on both sides (so rows
-  where both are missing count as hits, as in the official script);
+  ``|x_pred - x_gt| < threshold``, every missing point set to -100 on both sides (rows where
+  both are missing count as hits); every x >= 0 is a point, also beyond the right border;
 * each ground-truth lane takes its best prediction (not one-to-one); it is matched when that
   accuracy is ``>= 0.85``, else it is a false negative; ``FP = predictions - matched``;
-* the image accuracy is the mean best accuracy over the ground-truth lanes (with more than four
-  lanes the worst one is dropped, and one FN forgiven), divided by ``max(min(4, G), 1)``;
-  ``FP`` and ``FN`` are rates: ``fp / P`` and ``fn / max(min(G, 4), 1)``; with more than
-  ``G + 2`` predictions the image scores (0, 0, 1);
+* with more than four ground-truth lanes the worst lane's accuracy is dropped and one FN
+  forgiven; the image accuracy is the sum of the best accuracies over ``max(min(G, 4), 1)``,
+  ``FP`` and ``FN`` are rates: ``fp / P`` and ``fn / max(min(G, 4), 1)``;
 * split figures are means over images; ``F1`` is UFLD-V2's: ``tp = 1 - FP``,
   ``precision = tp / (tp + FP)``, ``recall = tp / (tp + FN)``.
 
-**CULane** (the ``evaluate`` tool of SCNN/CULane, as its Python ports compute it): each lane's
-points are interpolated by a cubic parametric spline (``scipy.interpolate.splprep``, ``s = 0``,
-``k = min(3, N - 1)``, 5 samples per original interval), drawn as a ``width``-px-wide polyline
-(30 px at CULane's 1640x590), and the IoU of every prediction/ground-truth mask pair computed;
-predictions and lanes are matched one-to-one maximising the total IoU (Hungarian,
-``scipy.optimize.linear_sum_assignment``); a matched pair is a TP when its IoU is above the
-threshold (0.5; strictly above, as the official tool compares). Precision, recall and F1 come
-from the TP/FP/FN totals over the split.
+Polylines meet that rule through :func:`tusimple_from_lanes`: a prediction is sampled at the rows
+by linear interpolation inside its vertical extent (what a TuSimple submission writer does, ours
+included), a one-point lane only on its own row; a ground-truth lane read from a TuSimple file
+(all its points on the rows) is taken as it was written, so a gap inside it stays "no point".
 
-Drawing convention: pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)``; it belongs to a
-lane when its centre ``(j + 0.5, i + 0.5)`` is within ``width / 2`` of the polyline, so a
-vertical lane is exactly ``width`` pixels wide (cv2's thick lines are one pixel wider).
+**CULane** (the SCNN/CULane ``evaluate`` tool, as LaneATT's ``culane_metric.py`` ports it, which
+CLRNet uses too): lanes with fewer than two points are dropped on both sides; each lane is
+interpolated by a cubic parametric spline (``scipy.interpolate.splprep``, ``s = 0``,
+``k = min(3, N - 1)``, sampled at ``(N - 1) * 5 + 1`` evenly spaced parameters); the samples are
+truncated to integers and drawn with ``cv2.line(..., thickness=30)`` segment by segment (31 px
+across a vertical lane at CULane's 1640x590); the IoU of every prediction/ground-truth mask pair
+is computed, pairs are matched one-to-one by ``linear_sum_assignment(1 - IoU)``, and a matched
+pair is a TP when its IoU is above 0.5 (strictly). Precision, recall and F1 come from the
+TP/FP/FN totals over the split.
+
+Where the official tools fail, these functions go on: consecutive duplicate points (the spline
+fit raises) are merged first, and a pair of masks that are both empty (a lane wholly outside
+the image: 0 / 0) has IoU 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from .base import EvalResult, Evaluator, fmt
@@ -46,6 +56,7 @@ Lane = np.ndarray  # (N, 2) float (x, y) pixels
 
 TUSIMPLE_PIXEL_THRESH = 20.0
 TUSIMPLE_POINT_THRESH = 0.85
+TUSIMPLE_MAX_RUN_TIME = 200.0  # ms per frame; lane.py scores slower frames as all wrong
 CULANE_WIDTH = 30.0
 CULANE_IOU = 0.5
 # The image widths those pixel figures were set for (TuSimple 1280x720, CULane 1640x590);
@@ -85,14 +96,16 @@ def tusimple_image(
     y_samples: np.ndarray,
     pixel_thresh: float = TUSIMPLE_PIXEL_THRESH,
     pt_thresh: float = TUSIMPLE_POINT_THRESH,
+    run_time: float | None = None,
 ) -> tuple[float, float, float]:
     """(accuracy, FP rate, FN rate) of one image; ``pred`` (P, S) and ``gt`` (G, S) x values at
-    the ``S`` rows ``y_samples`` (negative = no point)."""
+    the ``S`` rows ``y_samples`` (negative = no point); ``run_time``: the frame's ms, if known."""
     y_samples = np.asarray(y_samples, float)
     pred = np.asarray(pred, float).reshape(-1, len(y_samples))
     gt = np.asarray(gt, float).reshape(-1, len(y_samples))
     n_pred, n_gt = len(pred), len(gt)
-    if n_gt + 2 < n_pred:
+    too_slow = run_time is not None and run_time > TUSIMPLE_MAX_RUN_TIME
+    if too_slow or n_gt + 2 < n_pred:
         return 0.0, 0.0, 1.0
     angles = np.array([lane_angle(g, y_samples) for g in gt])
     thresholds = pixel_thresh / np.cos(angles)
@@ -105,19 +118,21 @@ def tusimple_image(
     fp = n_pred - matched
     if n_gt > 4 and fn > 0:
         fn -= 1
-    total = best.sum()
+    # Python's sum, left to right as lane.py adds them, so the float is the same to the bit.
+    total = sum(best.tolist())
     if n_gt > 4:
-        total -= best.min()
+        total -= float(best.min())
     denom = max(min(4.0, n_gt), 1.0)
     return float(total / denom), (fp / n_pred if n_pred else 0.0), float(fn / denom)
 
 
 def lane_x_at(lane: Lane, ys: np.ndarray) -> np.ndarray:
-    """x of ``lane`` at rows ``ys`` by linear interpolation; -2 outside its vertical extent."""
+    """x of ``lane`` at rows ``ys`` by linear interpolation; -2 outside its vertical extent
+    (a one-point lane has an x on its own row only)."""
     lane = np.asarray(lane, float).reshape(-1, 2)
     ys = np.asarray(ys, float)
     out = np.full(len(ys), -2.0)
-    if len(lane) < 2:
+    if not len(lane):
         return out
     order = np.argsort(lane[:, 1], kind="stable")
     x, y = lane[order, 0], lane[order, 1]
@@ -126,24 +141,49 @@ def lane_x_at(lane: Lane, ys: np.ndarray) -> np.ndarray:
     return out
 
 
+def lane_x_on_rows(lane: Lane, ys: np.ndarray) -> np.ndarray:
+    """x of the point ``lane`` has on each row ``ys``, -2 where it has none: a TuSimple label
+    as its file wrote it (rows inside a gap stay empty, as ``lane.py`` sees them)."""
+    lane = np.asarray(lane, float).reshape(-1, 2)
+    ys = np.asarray(ys, float)
+    out = np.full(len(ys), -2.0)
+    if not len(lane):  # a label lane without a single point (all -2 in its file)
+        return out
+    on_row = lane[:, 1][:, None] == ys[None, :]  # (N, S)
+    found = on_row.any(0)
+    out[found] = lane[on_row.argmax(0)[found], 0]
+    return out
+
+
 def tusimple_from_lanes(
     pred: Sequence[Lane],
     gt: Sequence[Lane],
     y_samples: np.ndarray,
-    width: int,
+    width: int | None = None,
     pixel_thresh: float = TUSIMPLE_PIXEL_THRESH,
     pt_thresh: float = TUSIMPLE_POINT_THRESH,
+    gt_on_rows: bool = False,
+    run_time: float | None = None,
 ) -> tuple[float, float, float]:
-    """:func:`tusimple_image` for polylines: both sides sampled at ``y_samples`` (points that
-    fall outside ``[0, width)`` are missing, as in TuSimple's own files)."""
+    """:func:`tusimple_image` for polylines, both sides sampled at ``y_samples`` by
+    :func:`lane_x_at`. Every x >= 0 is a point, beyond the right border too (``lane.py`` has no
+    border; ``width`` is accepted for older callers and not used). ``gt_on_rows``: a
+    ground-truth lane whose points all lie on ``y_samples`` rows (read from a TuSimple file) is
+    taken point by point (:func:`lane_x_on_rows`), so a gap inside it is no point."""
+    ys = np.asarray(y_samples, float)
 
-    def sample(lanes):
-        xs = np.stack([lane_x_at(ln, y_samples) for ln in lanes]) if len(lanes) else None
-        if xs is None:
-            return np.zeros((0, len(y_samples)))
-        return np.where((xs >= 0) & (xs < width), xs, -2.0)
+    def sample(lanes: Sequence[Lane], exact: bool) -> np.ndarray:
+        rows = []
+        for lane in lanes:
+            lane = np.asarray(lane, float).reshape(-1, 2)
+            on_rows = exact and bool(np.isin(lane[:, 1], ys).all())
+            rows.append(lane_x_on_rows(lane, ys) if on_rows else lane_x_at(lane, ys))
+        xs = np.stack(rows) if rows else np.zeros((0, len(ys)))
+        return np.where(xs >= 0, xs, -2.0)  # NaN too: lane.py's "no point"
 
-    return tusimple_image(sample(pred), sample(gt), y_samples, pixel_thresh, pt_thresh)
+    return tusimple_image(
+        sample(pred, False), sample(gt, gt_on_rows), ys, pixel_thresh, pt_thresh, run_time
+    )
 
 
 def tusimple_f1(fp: float, fn: float) -> float:
@@ -156,9 +196,17 @@ def tusimple_f1(fp: float, fn: float) -> float:
 
 
 # --------------------------------------------------------------------------- CULane
+def culane_lanes(lanes: Sequence[Lane]) -> list[np.ndarray]:
+    """The lanes CULane's evaluator reads: those with at least two points (its loader drops
+    shorter ones from predictions and annotations alike, so they count neither way)."""
+    out = [np.asarray(ln, float).reshape(-1, 2) for ln in lanes]
+    return [ln for ln in out if len(ln) >= 2]
+
+
 def interp_lane(points: Lane, n: int = 5) -> np.ndarray:
     """Cubic parametric spline through ``points`` (fewer points: lower degree), ``n`` samples
-    per original interval; consecutive duplicate points are dropped first."""
+    per original interval; consecutive duplicate points are dropped first (the official fit
+    raises on them)."""
     from scipy.interpolate import splev, splprep
 
     pts = np.asarray(points, float).reshape(-1, 2)
@@ -173,30 +221,38 @@ def interp_lane(points: Lane, n: int = 5) -> np.ndarray:
     return np.stack(splev(u, tck), -1)
 
 
-def lane_mask(points: Lane, shape: tuple[int, int], width: float) -> np.ndarray:
-    """Boolean (H, W) mask of the polyline ``points`` drawn ``width`` px wide (round ends)."""
+def _drawn_lane(
+    points: Lane, shape: tuple[int, int], width: float
+) -> tuple[tuple[int, int], np.ndarray]:
+    """The lane drawn as the tool draws it, cut to a box that holds every drawn pixel:
+    ``((row, column) of the box's corner, bool crop)``. The canvas is the whole image, so
+    clipping at its borders is OpenCV's own; only the crop is converted and counted."""
     h, w = shape
-    mask = np.zeros((h, w), dtype=bool)
+    img = np.zeros((h, w), dtype=np.uint8)
     pts = np.asarray(points, float).reshape(-1, 2)
-    if len(pts) == 0:
-        return mask
-    r = width / 2.0
-    segs = np.stack([pts[:-1], pts[1:]], 1) if len(pts) > 1 else pts[None, [0, 0]]
-    for (x0, y0), (x1, y1) in segs:
-        # Pixels whose centre can be within r of the segment: its bounding box grown by r.
-        j0 = max(int(np.floor(min(x0, x1) - r - 0.5)), 0)
-        j1 = min(int(np.ceil(max(x0, x1) + r + 0.5)), w)
-        i0 = max(int(np.floor(min(y0, y1) - r - 0.5)), 0)
-        i1 = min(int(np.ceil(max(y0, y1) + r + 0.5)), h)
-        if j0 >= j1 or i0 >= i1:
-            continue
-        cx = np.arange(j0, j1) + 0.5
-        cy = (np.arange(i0, i1) + 0.5)[:, None]
-        dx, dy = x1 - x0, y1 - y0
-        length2 = dx * dx + dy * dy
-        t = 0.0 if length2 == 0 else np.clip(((cx - x0) * dx + (cy - y0) * dy) / length2, 0, 1)
-        dist2 = (cx - x0 - t * dx) ** 2 + (cy - y0 - t * dy) ** 2
-        mask[i0:i1, j0:j1] |= dist2 <= r * r
+    if not len(pts):
+        return (0, 0), np.zeros((0, 0), bool)
+    pts = pts.astype(np.int32)  # truncation toward zero, as the tool's astype(np.int32)
+    if len(pts) == 1:
+        pts = pts[[0, 0]]
+    thickness = max(int(round(width)), 1)
+    for (x0, y0), (x1, y1) in zip(pts[:-1].tolist(), pts[1:].tolist()):
+        cv2.line(img, (x0, y0), (x1, y1), color=1, thickness=thickness)
+    # cv2 paints within thickness / 2 (+1 for rounding) of a segment: a thickness of margin
+    # holds every pixel (the official-equality test would see any cut).
+    lo, hi = pts.min(0).astype(np.int64) - thickness, pts.max(0).astype(np.int64) + thickness + 1
+    x0, y0 = int(np.clip(lo[0], 0, w)), int(np.clip(lo[1], 0, h))
+    x1, y1 = int(np.clip(hi[0], x0, w)), int(np.clip(hi[1], y0, h))
+    return (y0, x0), img[y0:y1, x0:x1].astype(bool)
+
+
+def lane_mask(points: Lane, shape: tuple[int, int], width: float) -> np.ndarray:
+    """Boolean (H, W) mask of the polyline ``points`` as CULane's evaluator draws it: points
+    truncated to integers, ``cv2.line`` per segment, ``width`` rounded to whole pixels (at least
+    1; OpenCV takes no fractional thickness). A single point is drawn as a dot."""
+    (y0, x0), crop = _drawn_lane(points, shape, width)
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     return mask
 
 
@@ -207,16 +263,31 @@ def culane_ious(
     width: float = CULANE_WIDTH,
     interpolate: bool = True,
 ) -> np.ndarray:
-    """(P, G) IoU of the drawn lane masks (one matrix product for all pairs)."""
+    """(P, G) IoU of the drawn lane masks, counted inside the overlap of their boxes."""
     if interpolate:
         pred, gt = [interp_lane(p) for p in pred], [interp_lane(g) for g in gt]
+    ious = np.zeros((len(pred), len(gt)))
     if not len(pred) or not len(gt):
-        return np.zeros((len(pred), len(gt)))
-    a = np.stack([lane_mask(p, shape, width).ravel() for p in pred]).astype(np.float32)
-    b = np.stack([lane_mask(g, shape, width).ravel() for g in gt]).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
+        return ious
+    a = [_drawn_lane(p, shape, width) for p in pred]
+    b = [_drawn_lane(g, shape, width) for g in gt]
+    area_a = [int(np.count_nonzero(m)) for _, m in a]
+    area_b = [int(np.count_nonzero(m)) for _, m in b]
+    for i, ((ya, xa), ma) in enumerate(a):
+        for j, ((yb, xb), mb) in enumerate(b):
+            top, left = max(ya, yb), max(xa, xb)
+            bottom = min(ya + ma.shape[0], yb + mb.shape[0])
+            right = min(xa + ma.shape[1], xb + mb.shape[1])
+            inter = 0
+            if bottom > top and right > left:
+                sa = ma[top - ya : bottom - ya, left - xa : right - xa]
+                sb = mb[top - yb : bottom - yb, left - xb : right - xb]
+                inter = int(np.count_nonzero(sa & sb))
+            union = area_a[i] + area_b[j] - inter
+            # The same quotient of pixel counts the tool divides; 0 / 0 (both lanes wholly
+            # outside the image, where the tool fails) is 0.
+            ious[i, j] = inter / union if union else 0.0
+    return ious
 
 
 def match_ious(ious: np.ndarray, iou_thresh: float = CULANE_IOU) -> int:
@@ -225,7 +296,8 @@ def match_ious(ious: np.ndarray, iou_thresh: float = CULANE_IOU) -> int:
 
     if ious.size == 0:
         return 0
-    rows, cols = linear_sum_assignment(ious, maximize=True)
+    # 1 - IoU minimised, as the official port calls it: ties are broken as there.
+    rows, cols = linear_sum_assignment(1 - ious)
     return int((ious[rows, cols] > iou_thresh).sum())
 
 
@@ -237,6 +309,9 @@ def culane_image(
     iou_thresh: float = CULANE_IOU,
 ) -> tuple[int, int, int]:
     """(TP, FP, FN) of one image of size ``shape`` (H, W)."""
+    pred, gt = culane_lanes(pred), culane_lanes(gt)
+    if not pred or not gt:
+        return 0, len(pred), len(gt)
     tp = match_ious(culane_ious(pred, gt, shape, width), iou_thresh)
     return tp, len(pred) - tp, len(gt) - tp
 
@@ -261,9 +336,10 @@ class LaneEvaluator(Evaluator):
 
     ``update(predictions, targets)``: per image, ``predictions[i]["lanes"]`` and
     ``targets[i]["lanes"]`` are lists of (N, 2) point arrays in the same pixel frame, and
-    ``targets[i]["size"]`` is (H, W); ``targets[i]["h_samples"]`` (TuSimple rows) is optional
-    (72 evenly spaced rows otherwise). With ``scale_to_image``, the 20-px and 30-px figures are
-    scaled by the image width over TuSimple's 1280 / CULane's 1640.
+    ``targets[i]["size"]`` is (H, W); ``targets[i]["h_samples"]`` (TuSimple rows; its lanes are
+    then read point by point) is optional (72 evenly spaced rows otherwise);
+    ``predictions[i]["run_time"]`` (ms) is optional. With ``scale_to_image``, the 20-px and
+    30-px figures are scaled by the image width over TuSimple's 1280 / CULane's 1640.
     """
 
     def __init__(
@@ -294,8 +370,17 @@ class LaneEvaluator(Evaluator):
                 thresh = thresh * w / TUSIMPLE_REFERENCE_WIDTH
                 width = width * w / CULANE_REFERENCE_WIDTH
             ys = t.get("h_samples")
+            on_rows = ys is not None
             ys = default_y_samples(h) if ys is None else np.asarray(ys, float)
-            a, fp, fn = tusimple_from_lanes(p["lanes"], t["lanes"], ys, w, thresh, self.pt_thresh)
+            a, fp, fn = tusimple_from_lanes(
+                p["lanes"],
+                t["lanes"],
+                ys,
+                pixel_thresh=thresh,
+                pt_thresh=self.pt_thresh,
+                gt_on_rows=on_rows,
+                run_time=p.get("run_time"),
+            )
             self.acc += a
             self.fp_rate += fp
             self.fn_rate += fn
@@ -336,11 +421,13 @@ class LaneEvaluator(Evaluator):
 __all__ = [
     "LaneEvaluator",
     "culane_image",
+    "culane_lanes",
     "culane_ious",
     "interp_lane",
     "lane_angle",
     "lane_mask",
     "lane_x_at",
+    "lane_x_on_rows",
     "match_ious",
     "tusimple_f1",
     "tusimple_from_lanes",
