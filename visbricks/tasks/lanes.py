@@ -4,36 +4,29 @@ Bricks: any backbone → the ``ufld`` head (:mod:`visbricks.models.heads.ufld`);
 decoding in :mod:`visbricks.ops.lanes`; loss :func:`visbricks.models.lane_losses.ufld_loss`;
 metrics :class:`visbricks.metrics.lanes.LaneEvaluator` (TuSimple and CULane definitions, in the
 original image's pixels). Images are resized to ``img_size`` without letterboxing (as UFLD does);
-predicted points are scaled back to the original image.
+predicted points are scaled back to the original image. Data reading and drawing are the lane
+roles (``tasks/roles/lanes.py``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
-import numpy as np
 import torch
 from torch import nn
 
 from ..config import Config, section_kwargs
-from ..data.draw import draw_lanes
-from ..data.formats import find_format, get_format
-from ..data.lanes import LaneDataset, LaneSet, collate_lanes
-from ..data.normalize import denormalize, to_image
-from ..engine.plots import save_image_grid
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..metrics.lanes import LaneEvaluator
 from ..models.lane_losses import ufld_loss
-from ..ops.lanes import LaneAnchors, decode_lanes, smooth_lane
+from ..ops.lanes import LaneAnchors, decode_lanes
 from ..registry import TASKS
-from .base import DataBundle, Task
+from .base import Task
+from .roles.lanes import SEG_STRIDE, LaneData, LanePredictor
 
-SEG_STRIDE = 8
+__all__ = ["SEG_STRIDE", "LanesTask"]
 
 
 @TASKS.register("lanes")
-class LanesTask(Task):
+class LanesTask(LaneData, LanePredictor, Task):
     name = "lanes"
     default_head = "ufld"
     head_outputs = ("loc_row", "loc_col", "exist_row", "exist_col")
@@ -60,49 +53,6 @@ class LanesTask(Task):
             col_range=m.col_range,
             col_lanes=col_lanes,
         )
-
-    # ---- data -------------------------------------------------------------------------------
-    def generate(self, kind: str | None, root: Path, params: dict) -> None:
-        if kind != "lanes":
-            raise ConfigError(f"data.synth.kind for lanes must be 'lanes', got {kind!r}")
-        from ..data.synth.lanes import write_lanes
-
-        write_lanes(root, **params, progress=True)
-
-    def find_classes(self) -> list[str]:
-        return ["lane"]
-
-    @property
-    def classes(self) -> list[str]:
-        return ["lane"]
-
-    def read_split(self, split: str) -> LaneSet:
-        """The ``split`` of data.root (format from data.format or auto-detected)."""
-        root, fmt = self.data_root, self.cfg.data.format
-        reader = find_format(root, "lanes") if fmt in (None, "auto") else get_format(fmt)
-        if reader.kind != "lanes":
-            raise ConfigError(f"data.format {fmt!r} is not a lane format (tusimple, culane)")
-        ds = reader.read(root, split=split, strict=self.cfg.data.strict)
-        if len(ds) == 0:
-            raise DataError(f"{root}: split {split!r} has no images")
-        return ds
-
-    def datasets(self) -> DataBundle:
-        d = self.cfg.data
-        datasets = {}
-        for part in ("train", "val"):
-            datasets[part] = LaneDataset(
-                self.read_split(getattr(d, part)),
-                self.img_size,
-                self.anchors,
-                self.mean,
-                self.std,
-                aug=dict(d.aug) if part == "train" else None,
-                seg_stride=SEG_STRIDE if self.cfg.model.aux_seg and part == "train" else None,
-                seed=self.cfg.seed,
-                extend_lanes=bool(d.extend_lanes),
-            )
-        return DataBundle(datasets["train"], datasets["val"], self.classes, collate_lanes)
 
     # ---- model and loss -----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
@@ -152,89 +102,3 @@ class LanesTask(Task):
             for lanes, size, hs in zip(batch["lanes"], batch["size"], batch["h_samples"])
         ]
         return predictions, targets
-
-    # ---- drawing and prediction ---------------------------------------------------------------
-    def draw_batch(self, batch: dict, path: Path, outputs: dict | None = None) -> None:
-        n = min(16, len(batch["image"]))
-        h, w = self.img_size
-        images = [
-            to_image(denormalize(x.float().cpu(), self.mean, self.std)) for x in batch["image"][:n]
-        ]
-        if outputs is None:  # the targets as the model sees them: after augmentation
-            lanes = list(batch["input_lanes"][:n])
-            titles = [f"{len(ln)} lanes" for ln in lanes]
-        else:
-            sliced = {k: v[:n] for k, v in outputs.items() if isinstance(v, torch.Tensor)}
-            decoded = decode_lanes(
-                sliced,
-                self.anchors,
-                (h, w),
-                self.cfg.eval.min_rows,
-                self.cfg.eval.min_cols,
-                self.cfg.eval.window,
-            )
-            lanes = [[ln["points"] for ln in d] for d in decoded]
-            titles = [f"{len(ln)} lanes (true {len(t)})" for ln, t in zip(lanes, batch["lanes"])]
-        drawn = [draw_lanes(im, ln, width=2, radius=1) for im, ln in zip(images, lanes)]
-        save_image_grid(drawn, path, titles=titles)
-
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
-        h, w = self.img_size
-        resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (t - mean) / std, {"size": image.shape[:2]}
-
-    def postprocess(self, outputs: dict, meta: list[dict]) -> list[dict]:
-        decoded = self.decode(outputs, [m["size"] for m in meta])
-        out = []
-        for lanes in decoded:
-            items = []
-            for ln in lanes:
-                pts = ln["points"]
-                if self.cfg.eval.smooth:
-                    pts = smooth_lane(pts, num=max(len(pts), 20))
-                items.append(
-                    {
-                        "slot": ln["slot"],
-                        "score": round(ln["score"], 4),
-                        "points": np.round(pts, 2).tolist(),
-                    }
-                )
-            out.append({"lanes": items})
-        return out
-
-    def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
-        lanes = [np.asarray(ln["points"], float) for ln in prediction["lanes"]]
-        slots = [ln["slot"] for ln in prediction["lanes"]]
-        width = max(2, image.shape[1] // 200)
-        return draw_lanes(image, lanes, labels=slots, width=width, radius=width)
-
-    def decode_info(self) -> dict:
-        """What the exported outputs mean (written beside an ONNX/pt2 export)."""
-        a, e = self.anchors, self.cfg.eval
-        h, w = self.img_size
-        return {
-            "kind": "lanes (UFLD-V2 row/column anchors)",
-            "loc_row": "(batch, row_cells, R, L) cell logits along each row anchor",
-            "loc_col": "(batch, col_cells, C, L) cell logits along each column anchor",
-            "exist_row": "(batch, 2, R, L) existence logits; index 1 = the lane crosses",
-            "exist_col": "(batch, 2, C, L)",
-            "row_anchors_y": [r * h for r in a.rows],
-            "col_anchors_x": [c * w for c in a.cols],
-            "row_cells": a.row_cells,
-            "col_cells": a.col_cells,
-            "col_lanes": list(a.col_lanes),
-            "decode": (
-                "per anchor and lane: k = argmax over cells; u = sum over j in [k-window, "
-                "k+window] (clamped) of softmax(logits[j]) * j; row lanes x = (u + 0.5) * W / "
-                "row_cells at y = the anchor's row, column lanes y = (u + 0.5) * H / col_cells; "
-                "keep anchors whose exist softmax[1] > 0.5; keep a row lane with more than "
-                "min_rows * R such anchors (column lanes: min_cols * C); scale points by the "
-                "original size / input size"
-            ),
-            "window": e.window,
-            "min_rows": e.min_rows,
-            "min_cols": e.min_cols,
-        }
