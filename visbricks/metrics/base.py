@@ -115,4 +115,18 @@ def fmt(value: float, digits: int = 4) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"
 
 
-__all__ = ["EvalResult", "Evaluator", "FileWriter", "fmt"]
+
+
+
+class LossEvaluator(Evaluator):
+    """The task's own loss terms on a split, nothing else: validation where the split has no
+    ground truth for the metrics (self-supervised depth on a user's video)."""
+
+    def update(self, predictions: Any, targets: Any) -> None:
+        pass  # the loss terms arrive through add_losses
+
+    def compute(self) -> EvalResult:
+        metrics = self.loss_metrics()
+        table = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        return EvalResult(metrics, f"{table}  (no ground truth in this split: losses only)")
+__all__ = ["EvalResult", "Evaluator", "FileWriter", "LossEvaluator", "fmt"]

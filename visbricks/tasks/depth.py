@@ -18,6 +18,7 @@ from ..data.draw import colorize_depth
 from ..data.io import cache_budget
 from ..data.sequence import SequenceDataset
 from ..errors import ConfigError
+from ..metrics.base import LossEvaluator
 from ..metrics.depth import DepthEvaluator
 from ..ops.geometry import pose_vec_to_mat
 from ..ops.photometric import ReprojectionLoss
@@ -98,7 +99,19 @@ class DepthTask(DepthModelRole, DepthPredictor, Task):
             color_p=aug.color_p,
             **common,
         )
-        val = SequenceDataset(self.data_root, d.val, with_depth=True, **common)
+        val = SequenceDataset(self.data_root, d.val, **common)
+        gt = [val._depth_path(val.sequences[n], i).is_file() for n, i in val.samples]
+        self.has_depth_gt = any(gt)
+        if self.has_depth_gt:  # targets without depth are then warned and skipped, as bad
+            val = SequenceDataset(self.data_root, d.val, with_depth=True, **common)
+        else:
+            # A user's own video has no depth to score against: validate on what training
+            # optimises, the photometric loss, and pick the best weights by it.
+            self.metric, self.metric_mode = "val/loss", "min"
+            print(
+                f"depth: the val split ({val.split_path}) has no ground-truth depth; validation "
+                "reports the photometric loss (val/loss) and best weights follow it"
+            )
         return DataBundle(train, val, [])
 
     def network_input(self, batch: dict) -> torch.Tensor:
@@ -141,12 +154,20 @@ class DepthTask(DepthModelRole, DepthPredictor, Task):
         return self.criterion(batch, outputs)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def evaluator(self, dataset, split: str = "val") -> DepthEvaluator:
+    def evaluator(self, dataset, split: str = "val") -> DepthEvaluator | LossEvaluator:
+        if not getattr(dataset, "with_depth", True):
+            return LossEvaluator(prefix=split)
         e = self.cfg.eval
         return DepthEvaluator(e.min_depth, e.max_depth, len(dataset), e.plot_frames, prefix=split)
 
     def eval_step(self, model: nn.Module, batch: dict, evaluator: DepthEvaluator) -> None:
-        """The depth net alone on the target frame: the metrics need no pose and no loss."""
+        """The depth net alone on the target frame: the metrics need no pose and no loss.
+        Without ground truth, both networks and the photometric loss."""
+        if ("depth_gt", 0) not in batch:
+            evaluator.add_losses(
+                self.loss(self.forward(model, batch), batch), self.batch_size(batch)
+            )
+            return
         disparity = self._disparity(model(batch[("color_aug", 0, 0)])[("disp", 0)])
         targets = {"depth": batch[("depth_gt", 0)], "image": batch[("color", 0, 0)]}
         evaluator.update(disparity, targets)

@@ -57,6 +57,9 @@ class DepthModelRole(ModelRole):
 
     def build_model(self, load_pretrained: bool = True) -> nn.Module:
         m = self.cfg.model
+        # Random initialisation is part of the run: the same seed builds the same two networks
+        # (as ModelRole.build_model does for the other tasks).
+        torch.manual_seed(self.cfg.seed)
         model = DepthModel(
             m.backbone,
             m.pose_backbone,
