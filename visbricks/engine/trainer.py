@@ -8,6 +8,7 @@ uninterrupted run bitwise on CPU in deterministic mode.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import time
@@ -24,6 +25,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..files import atomic_write, remove_stale_temps
 from ..metrics.base import EvalResult
 from . import distributed
+from .batch_size import choose_batch_size
 from .budget import TimeBudget
 from .callbacks import EVENTS, Callback, EpochEnd, build_callbacks, overrides
 from .checkpoint import (
@@ -35,6 +37,7 @@ from .checkpoint import (
 )
 from .contract import TrainableTask
 from .ema import ModelEMA
+from .lr_finder import LRFindResult, lr_range_test, save_lr_find
 from .optim import LRSchedule, build_optimizer, check_module_paths, param_groups
 from .precision import select_device, to_float32
 from .rundir import new_run_dir, resume_run_dir
@@ -71,6 +74,11 @@ class Trainer:
         self.device = self.dist.device
         set_deterministic(cfg.deterministic)
         self.model = self.dist.prepare_model(model).to(self.device)
+        ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
+        # batch_size: auto and optim.lr: auto become numbers before anything reads them, in a
+        # copy of cfg (the caller's stays as given); config.yaml and last.ckpt keep the numbers.
+        if cfg.batch_size == "auto":
+            cfg = self.cfg = self._auto_batch_size(cfg, model, data, task, ckpt)
         # Every setting the loop reads, resolved once: "auto" becomes what this device runs
         # fastest (engine/precision.py); printed and written to config.yaml.
         self.settings = s = TrainSettings.resolve(cfg, self.device, task.metric, task.metric_mode)
@@ -106,7 +114,9 @@ class Trainer:
         self.last_eval: EvalResult | None = None  # the latest evaluate() (its .table is the report)
         self.stop_reason: str | None = None  # set by stop(): the loop ends after this epoch
 
-        ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
+        self.lr_find: LRFindResult | None = None  # the range test's curve (optim.lr: auto)
+        if cfg.optim.lr == "auto":
+            cfg = self.cfg = self._auto_lr(cfg, model, data, task, ckpt)
 
         def claim_run_dir() -> Path:
             if cfg.resume:
@@ -120,6 +130,8 @@ class Trainer:
         self.staging_dir = self.plots_dir / ".val"  # this validation's plots, published if best
         self.plots_dir.mkdir(parents=True, exist_ok=True)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if self.lr_find is not None and self.dist.is_main:
+            save_lr_find(self.lr_find, self.plots_dir)  # plots/lr_find.png, lr_find.csv
         if self.dist.is_main:
             # Temps of runs killed mid-write, in this run and its siblings: a run killed during
             # its first checkpoint has nothing to resume, so the next start is a new folder.
@@ -157,6 +169,37 @@ class Trainer:
             print(reason, flush=True)
 
     # ---- setup ----------------------------------------------------------------------------------
+    def _auto_batch_size(self, cfg: Config, model: nn.Module, data, task, ckpt) -> Config:
+        """``batch_size: auto`` → a number (engine/batch_size.py); a resumed run keeps the
+        batch its first start chose."""
+        if ckpt is not None:
+            return _with_value(cfg, ("batch_size",), ckpt["config"]["batch_size"])
+        choice = self.dist.run_on_main(
+            lambda: choose_batch_size(cfg, model, data, task, self.device)
+        )
+        # batch_size is the global batch: every process measured for its own device.
+        size = choice.batch_size * self.dist.world_size
+        print(choice.describe(), flush=True)
+        return _with_value(cfg, ("batch_size",), size)
+
+    def _auto_lr(self, cfg: Config, model: nn.Module, data, task, ckpt) -> Config:
+        """``optim.lr: auto`` → the range test's suggestion (engine/lr_finder.py), run on a
+        copy of the initial model; a resumed run keeps the lr its first start chose."""
+        if ckpt is not None:
+            return _with_value(cfg, ("optim", "lr"), ckpt["config"]["optim"]["lr"])
+        result = self.dist.run_on_main(
+            lambda: lr_range_test(cfg, model, data, task, self.device)
+        )
+        self.lr_find = result
+        print(
+            f"optim.lr=auto: {result.suggestion:.3g} ({result.rule}; lr range test over "
+            f"{len(result.lrs)} steps from {result.start:.1e}"
+            + (f", stopped: {result.stopped}" if result.stopped else "")
+            + ")",
+            flush=True,
+        )
+        return _with_value(cfg, ("optim", "lr"), float(f"{result.suggestion:.3g}"))
+
     def _resolved_config(self) -> dict:
         """The config with the ``auto`` choices replaced by what this run used."""
         resolved = self.cfg.to_dict()
@@ -606,6 +649,16 @@ class Trainer:
             self.task.draw_batch(batch, out_dir / "predictions.png", outputs)
         model.train(was_training)
         return result
+
+
+def _with_value(cfg: Config, keys: tuple[str, ...], value: object) -> Config:
+    """A copy of ``cfg`` with the key at ``keys`` set to ``value``."""
+    out = copy.deepcopy(cfg)
+    node = out
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    return out
 
 
 def _cell(text: str) -> float | str:
