@@ -92,13 +92,17 @@ def check_dataset(
     strict: bool = False,
     stats_images: int = STATS_IMAGES,
     seed: int = 0,
+    ignore_index: int | None = None,
 ) -> CheckReport:
     """Read every split of a data YAML (or annotation file, or dataset folder) and report on it.
 
     The format is auto-detected through the format registry. ``strict=True`` raises a
-    DataError naming the file at the first problem instead.
+    DataError naming the file at the first problem instead. ``ignore_index`` (mask datasets
+    only) is the label value that means unlabelled, e.g. CamVid's void = 11.
     """
     path = Path(data_yaml_or_path)
+    if ignore_index is not None and not _is_mask_dataset(path):
+        raise ConfigError(f"{path}: ignore_index applies to mask datasets only")
     if _is_lane_dataset(path):
         from .lanes import check_lane_dataset  # lanes: point counts, image bounds, row order
 
@@ -106,7 +110,9 @@ def check_dataset(
     if _is_mask_dataset(path):
         from .segmentation import check_mask_dataset  # mask sizes, label ranges, missing masks
 
-        return check_mask_dataset(path, strict=strict)  # type: ignore[return-value]
+        return check_mask_dataset(  # type: ignore[return-value]
+            path, strict=strict, ignore_index=ignore_index
+        )
     report, sets = _read_all(path, strict)
     for name, ds in sets.items():
         for record in ds.records:

@@ -318,7 +318,14 @@ def check_masks(dataset: SegmentationSet) -> list[tuple[str, str]]:
     Images without a mask (from reading), masks whose size differs from the image, and mask
     values outside ``0..C-1`` that are not the ignore index (with the values found).
     """
+    return scan_masks(dataset)[0]
+
+
+def scan_masks(dataset: SegmentationSet) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """:func:`check_masks`' problems and, from the same single read of every mask, the pixel
+    count of every label value (256 bins: class ids, the ignore index and stray values)."""
     problems = list(dataset.problems)
+    counts = np.zeros(256, dtype=np.int64)
     c = len(dataset.classes)
     for r in dataset.records:
         if r.mask_file is None:
@@ -336,8 +343,9 @@ def check_masks(dataset: SegmentationSet) -> list[tuple[str, str]]:
                     f"{r.width}×{r.height}",
                 )
             )
-        values = np.unique(mask)
-        bad = [int(v) for v in values if v >= c and v != dataset.ignore_index]
+        found = np.bincount(mask.ravel(), minlength=256)
+        counts += found
+        bad = [int(v) for v in np.flatnonzero(found) if v >= c and v != dataset.ignore_index]
         if bad:
             problems.append(
                 (
@@ -346,7 +354,7 @@ def check_masks(dataset: SegmentationSet) -> list[tuple[str, str]]:
                     f"index {dataset.ignore_index}",
                 )
             )
-    return problems
+    return problems, counts
 
 
 def class_pixel_counts(dataset: SegmentationDataset, limit: int | None = None) -> np.ndarray:
@@ -374,14 +382,32 @@ def stride_ceil(value: int, stride: int) -> int:
 
 class MaskCheckReport(ProblemList):
     """What ``visbricks data check`` prints for a mask dataset: per split the images, the images
-    without a mask, labelled pixels per class, and every problem with its file."""
+    without a mask, each class's pixels and share of all mask pixels (the ignore index and
+    stray values as rows of their own, so the shares add up to 100 %), and every problem with
+    its file. Numbered class names (none were given) are said as such."""
 
-    def __init__(self, source: Path, dataset_format: str, classes: list[str]) -> None:
+    def __init__(
+        self,
+        source: Path,
+        dataset_format: str,
+        classes: list[str],
+        ignore_index: int = IGNORE_INDEX,
+        numbered: bool = False,
+    ) -> None:
         self.source = source
         self.dataset_format = dataset_format
         self.classes = classes
+        self.ignore_index = ignore_index
+        self.numbered = numbered
+        # split -> {"images", "masks", "pixels" (per class), "ignored", "other", "total"}
         self.splits: dict[str, dict[str, Any]] = {}
         self.problems: list[tuple[str, str, str]] = []  # (split, file, reason)
+
+    def shares(self, split: str) -> dict[str, float]:
+        """Each class's share of all mask pixels of ``split`` (0..1), by class name."""
+        s = self.splits[split]
+        total = max(int(s["total"]), 1)
+        return {name: int(n) / total for name, n in zip(self.classes, s["pixels"])}
 
     def format(self) -> str:
         n = len(self.classes)
@@ -389,19 +415,39 @@ class MaskCheckReport(ProblemList):
         lines.append(f"{'split':<10}{'images':>8}{'masks':>8}")
         for name, s in self.splits.items():
             lines.append(f"{name:<10}{s['images']:>8}{s['masks']:>8}")
-        width = max(len("class"), *(len(c) for c in self.classes)) + 2
-        lines += ["", f"{'class':<{width}}" + "".join(f"{s + ' pixels':>16}" for s in self.splits)]
-        for c, name in enumerate(self.classes):
-            cells = (f"{int(s['pixels'][c])}" for s in self.splits.values())
-            lines.append(f"{name:<{width}}" + "".join(f"{cell:>16}" for cell in cells))
+        rows = [*self.classes, f"(ignore {self.ignore_index})"]
+        if any(s["other"] for s in self.splits.values()):
+            rows.append("(out of range)")
+        width = max(len("class"), *(len(c) for c in rows)) + 2
+        head = "".join(f"{s + ' pixels':>16}{'share':>9}" for s in self.splits)
+        lines += ["", f"{'class':<{width}}" + head]
+        for i, row in enumerate(rows):
+            cells = []
+            for s in self.splits.values():
+                if i < n:
+                    count = int(s["pixels"][i])
+                else:
+                    count = int(s["ignored"] if i == n else s["other"])
+                cells.append(f"{count:>16}{count / max(int(s['total']), 1):>9.2%}")
+            lines.append(f"{row:<{width}}" + "".join(cells))
+        if self.numbered:
+            lines += [
+                "",
+                f"classes not named: class_0..class_{n - 1} are the label values found "
+                f"({self.ignore_index} ignored); name them with 'classes' in a data YAML or a "
+                "classes.txt",
+            ]
         lines.append("")
         lines += self.problem_lines()
         return "\n".join(lines)
 
 
-def check_mask_dataset(path: str | Path, strict: bool = False) -> MaskCheckReport:
+def check_mask_dataset(
+    path: str | Path, strict: bool = False, ignore_index: int | None = None
+) -> MaskCheckReport:
     """Read every split of a mask dataset and report (see :func:`check_masks`); ``strict``
-    raises a DataError naming the file at the first problem."""
+    raises a DataError naming the file at the first problem. ``ignore_index`` (e.g. CamVid's
+    void = 11) overrides the dataset's or data YAML's own."""
     from .formats import find_format
 
     path = Path(path)
@@ -409,27 +455,30 @@ def check_mask_dataset(path: str | Path, strict: bool = False) -> MaskCheckRepor
     report: MaskCheckReport | None = None
     for split in fmt.splits(path):
         name = split or "all"
-        ds = fmt.read(path, split=split)
+        # Later splits are checked against the first one's classes: numbered names counted
+        # on a val split alone could be fewer, and its stray values would go unnoticed.
+        classes = report.classes if report is not None else None
+        ds = fmt.read(path, split=split, classes=classes, ignore_index=ignore_index)
         if report is None:
-            report = MaskCheckReport(path, fmt.name, list(ds.classes))
-        problems = check_masks(ds)
+            report = MaskCheckReport(
+                path, fmt.name, list(ds.classes), ds.ignore_index, ds.numbered
+            )
+        problems, counts = scan_masks(ds)
         if strict and problems:
             file, reason = problems[0]
             raise DataError(f"{file}: {reason}")
         report.problems += [(name, f, r) for f, r in problems]
-        pixels = np.zeros(len(ds.classes), dtype=np.int64)
-        for r in ds.records:
-            if r.mask_file is None:
-                continue
-            try:
-                mask, _ = read_mask(safe_join(ds.root, r.mask_file))
-            except DataError:
-                continue
-            pixels += np.bincount(mask.ravel(), minlength=256)[: len(ds.classes)]
+        pixels = counts[: len(ds.classes)].copy()
+        ignored = int(counts[ds.ignore_index])
+        if ds.ignore_index < len(pixels):
+            pixels[ds.ignore_index] = 0  # an ignored class id is never learned: shown as ignore
         report.splits[name] = {
             "images": len(ds.records),
             "masks": sum(r.mask_file is not None for r in ds.records),
             "pixels": pixels,
+            "ignored": ignored,
+            "other": int(counts.sum()) - int(pixels.sum()) - ignored,
+            "total": int(counts.sum()),
         }
     assert report is not None
     return report

@@ -23,12 +23,11 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import Config
+from ..config import Config, section_kwargs
 from ..data.collate import PAD_STRIDE, pad_collate
 from ..data.draw import color, image_grid, overlay_mask
-from ..data.formats import AUTO_VAL_FRACTION, find_format, get_format
+from ..data.formats import read_task_split
 from ..data.formats.base import YAML_SUFFIXES
-from ..data.formats.datayaml import holdout
 from ..data.formats.masks import SegmentationSet
 from ..data.io import cache_budget, safe_join, write_image
 from ..data.normalize import denormalize, to_image
@@ -84,48 +83,21 @@ class SegmentTask(Task):
             atomic_write_text(spec, yaml.safe_dump(doc, sort_keys=False))
 
     def _read(self, split: str) -> SegmentationSet:
+        """The ``data.<split>`` split through the data layer's one path (format detection, split
+        files or the seeded holdout, ``data.ignore_index``), cached."""
         cached = self._sets.get(split)
         if cached is not None:
             return cached
         d = self.cfg.data
         root = self.data_root
-        if not root.exists():
-            raise ConfigError(f"data.root: dataset not found: {root}")
-        fmt = d.format if d.format not in (None, "auto") else None
-        reader = get_format(fmt) if fmt else find_format(root, "segmentation")
-        if reader.kind != "segmentation":
-            raise ConfigError(f"data.format {fmt!r} is not a segmentation mask format")
         name = getattr(d, split)
         classes = list(d.classes) if d.classes else None
         if classes is None and split != "train":
             # The model's list: numbered names counted from a val split's masks could be fewer.
             classes = self.classes
-        if reader.splits(root) == [None]:
-            # One undivided set: hold out a seeded share for val, as the box tasks do.
-            whole = reader.read(root, split=None, classes=classes, strict=d.strict)
-            n_val = max(1, round(AUTO_VAL_FRACTION * len(whole.records)))
-            part = holdout(whole, split, n_val) if len(whole.records) > 1 else whole
-            if split == "train" and len(whole.records) > 1:
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "%s has no train/val split: holding out %d of %d images for val (seed 0)",
-                    root,
-                    n_val,
-                    len(whole.records),
-                )
-            ds = SegmentationSet(
-                root=part.root,
-                classes=part.classes,
-                records=part.records,
-                problems=part.problems,
-                ignore_index=whole.ignore_index,
-                palette=whole.palette,
-            )
-        else:
-            ds = reader.read(root, split=name, classes=classes, strict=d.strict)
-        if d.ignore_index is not None:
-            ds.ignore_index = int(d.ignore_index)
+        ds = read_task_split(
+            root, d.format, "segmentation", name, classes, d.strict, ignore_index=d.ignore_index
+        )
         if ds.problems:
             import warnings
 
@@ -203,16 +175,8 @@ class SegmentTask(Task):
                 raise ConfigError(
                     f"loss.class_weights must be a list, 'median_freq' or null, got {weights!r}"
                 )
-            self._criterion = SegmentationLoss(
-                len(self.classes),
-                ignore_index=IGNORE_INDEX,
-                class_weights=weights,
-                ce_weight=loss.ce_weight,
-                dice_weight=loss.dice_weight,
-                ohem_thresh=loss.ohem_thresh,
-                ohem_min_kept=loss.ohem_min_kept,
-                label_smoothing=loss.label_smoothing,
-            )
+            kwargs = section_kwargs(SegmentationLoss, loss, "loss", class_weights=weights)
+            self._criterion = SegmentationLoss(len(self.classes), IGNORE_INDEX, **kwargs)
         return self._criterion
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:

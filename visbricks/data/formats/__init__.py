@@ -149,7 +149,7 @@ def convert(
 
 
 
-# An own dataset with no split files: this fraction of its images (seeded, by file name) is val.
+# An own dataset with no val split: this fraction of its images (seeded, by file name) is val.
 AUTO_VAL_FRACTION = 0.2
 
 
@@ -160,15 +160,21 @@ def read_task_split(
     split: str,
     classes: list[str] | None = None,
     strict: bool = False,
+    ignore_index: int | None = None,
 ) -> Any:
     """What a task reads for ``data.<split>``: ``root`` in format ``fmt`` (None/``auto``:
-    auto-detected among the formats of ``kind``).
+    auto-detected among the formats of ``kind``). The one data path of the box and mask tasks.
 
-    A data YAML names its own format (a different ``fmt`` is an error). A box dataset with no
-    splits at all (a VOC folder without ImageSets, a bare YOLO ``images/``) is divided
-    deterministically: ``AUTO_VAL_FRACTION`` of it, chosen with seed 0, is ``val``.
+    A data YAML names its own format (a different ``fmt`` is an error) and its own split rules.
+    A dataset without a val split — no splits at all (a VOC folder without ImageSets, a bare
+    ``images/`` + ``masks/``) or only ``train`` (CamVid's SegNet layout as distributed) — is
+    divided deterministically: ``AUTO_VAL_FRACTION`` of it, chosen with seed 0, is ``val``.
+    ``ignore_index`` (mask formats only) is the label value that means unlabelled, e.g.
+    CamVid's void = 11; None keeps the dataset's own.
     """
     root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data.root: dataset not found: {root}")
     try:
         reader = find_format(root, kind)
     except DataError as e:
@@ -182,14 +188,22 @@ def read_task_split(
                 "dataset; remove data.format (a data YAML names its own format)"
             )
         reader = get_format(fmt)
-    if reader.splits(root) == [None] and data_yaml_of(root) is None and split in ("train", "val"):
-        ds = reader.read(root, split=None, classes=classes, strict=strict)
+    if not reader.serves(kind):
+        raise ConfigError(f"data.format {fmt!r} holds {reader.kind} data, not {kind}")
+    options = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
+    found = reader.splits(root)
+    if found in ([None], ["train"]) and data_yaml_of(root) is None and split in ("train", "val"):
+        source = found[0]
+        ds = reader.read(root, split=source, classes=classes, strict=strict, **options)
         if isinstance(ds, DetectionSet) and len(ds.records) > 1:
             n_val = max(1, round(AUTO_VAL_FRACTION * len(ds.records)))
-            log.warning(
-                "%s has no train/val split: holding out %d of %d images for val (seed 0)",
-                root, n_val, len(ds.records),
-            )
+            if split == "train":  # said once per run, not again for the val half
+                log.warning(
+                    "%s has no val split: holding out %d of its %d %simages for val (seed 0)",
+                    root, n_val, len(ds.records), f"{source} " if source else "",
+                )
             return holdout(ds, split, n_val, seed=0)
+        if split == "val" and source == "train":
+            raise DataError(f"data.root: {root} has no val split and too few images to hold out")
         return ds
-    return reader.read(root, split=split, classes=classes, strict=strict)
+    return reader.read(root, split=split, classes=classes, strict=strict, **options)

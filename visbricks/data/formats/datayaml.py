@@ -23,9 +23,9 @@ YAML dispatches through the ``DATASETS`` registry and knows no format by name.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -40,6 +40,7 @@ KEYS = (
     *("download", *SPLITS),
 )
 _SPLIT_RULE_KEYS = ("val_last", "val_fraction", "seed")
+SetT = TypeVar("SetT", bound=DetectionSet)  # a box set, or a subclass (masks) kept as itself
 
 
 @dataclass
@@ -81,13 +82,11 @@ def load_data_yaml(path: str | Path) -> DataSpec:
         splits={s: raw[s] for s in SPLITS if s in raw},
         images=_optional_str(path, raw, "images"),
         annotations=_optional_str(path, raw, "annotations"),
-        split_rule=_split_rule(path, raw.get("split")),
+        split_rule=split_rule(path, raw.get("split"), raw),
     )
     for name, value in spec.splits.items():
         if not handler.split_value_ok(value):
             raise ConfigError(f"{path}: '{name}' must be {handler.split_help}, got {value!r}")
-    if spec.split_rule and ("val" in spec.splits or "test" in spec.splits):
-        raise ConfigError(f"{path}: 'split' derives val from train; remove 'val'/'test' or 'split'")
     if not spec.splits:
         spec.splits = handler.default_splits(spec)
     elif spec.split_rule:
@@ -108,26 +107,27 @@ def read_split(spec: DataSpec, split: str, strict: bool = False) -> Any:
     if not spec.split_rule:
         return handler.read_source(spec, spec.splits[split], strict)
     ds = handler.read_source(spec, spec.splits.get("train"), strict)
+    return apply_split_rule(ds, spec.split_rule, split, spec.source)
+
+
+def apply_split_rule(ds: DetectionSet, rule: dict[str, Any], split: str, source: Path) -> Any:
+    """The ``train`` or ``val`` part of ``ds`` under a data YAML's ``split:`` rule (parsed by
+    :func:`split_rule`): ``{val_last: N}`` or ``{val_fraction: F, seed: S}``. Box and mask data
+    YAMLs both divide their ``train`` source here, so one rule means one split everywhere."""
     if not isinstance(ds, DetectionSet):
-        raise ConfigError(f"{spec.source}: 'split' rules work for box datasets only")
-    n_val = _n_val(spec, len(ds.records))
-    return holdout(ds, split, n_val, spec.split_rule.get("seed", 0), "val_last" in spec.split_rule)
-
-
-def _n_val(spec: DataSpec, n: int) -> int:
-    rule = spec.split_rule
+        raise ConfigError(f"{source}: 'split' rules work for box and mask datasets only")
+    n = len(ds.records)
     n_val = rule["val_last"] if "val_last" in rule else round(rule["val_fraction"] * n)
     if n_val >= n:
-        raise ConfigError(f"{spec.source}: split {rule} leaves none of the {n} images for train")
-    return n_val
+        raise ConfigError(f"{source}: split {rule} leaves none of the {n} images for train")
+    return holdout(ds, split, n_val, rule.get("seed", 0), "val_last" in rule)
 
 
-def holdout(
-    ds: DetectionSet, split: str, n_val: int, seed: int = 0, last: bool = False
-) -> DetectionSet:
-    """The ``train`` or ``val`` part of ``ds`` when ``n_val`` images are held out for val:
-    the last ``n_val`` by file name (``last``) or a seeded random choice. Problems found reading
-    the shared source are reported once, with ``train``."""
+def holdout(ds: SetT, split: str, n_val: int, seed: int = 0, last: bool = False) -> SetT:
+    """The ``train`` or ``val`` part of ``ds`` (a DetectionSet or a subclass, e.g. a mask set,
+    whose other fields are kept) when ``n_val`` images are held out for val: the last ``n_val``
+    by file name (``last``) or a seeded random choice. Problems found reading the shared source
+    are reported once, with ``train``."""
     # Sorting first makes the split independent of the order files were listed or read in.
     order = sorted(range(len(ds.records)), key=lambda i: ds.records[i].file)
     n = len(order)
@@ -136,11 +136,13 @@ def holdout(
     else:
         val = {order[i] for i in np.random.default_rng(seed).permutation(n)[:n_val]}
     chosen = [i for i in order if (i in val) == (split == "val")]
-    return DetectionSet(
-        root=ds.root,
-        classes=ds.classes,
+    # A held-out part has always numbered its categories c + 1 (category_ids None): kept, so
+    # the box tasks' results files stay as they were.
+    return replace(
+        ds,
         records=[ds.records[i] for i in chosen],
         problems=ds.problems if split == "train" else [],
+        category_ids=None,
     )
 
 
@@ -198,6 +200,16 @@ def _optional_str(path: Path, raw: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{path}: '{key}' must be a folder name, got {value!r}")
     return value
+
+
+def split_rule(path: Path, value: Any, splits: dict[str, Any]) -> dict[str, Any]:
+    """A data YAML's ``split:`` value checked (``{}`` when absent); ``splits`` are the split
+    keys the file gives: a rule derives val from train, so it cannot come with ``val``/``test``.
+    """
+    rule = _split_rule(path, value)
+    if rule and ("val" in splits or "test" in splits):
+        raise ConfigError(f"{path}: 'split' derives val from train; remove 'val'/'test' or 'split'")
+    return rule
 
 
 def _split_rule(path: Path, value: Any) -> dict[str, Any]:

@@ -24,10 +24,15 @@ the layout explicitly::
 
     format: label_masks        # or voc_masks / coco_masks
     root: .                    # relative to the YAML
-    classes: [background, road, car]
-    ignore_index: 255          # label value excluded from loss and metrics
+    classes: [background, road, car]   # optional: without names, class_0.. (said once)
+    ignore_index: 255          # label value excluded from loss and metrics (CamVid void: 11)
+    palette: [[0, 0, 0], [128, 64, 128], [64, 0, 128]]  # optional [r, g, b] per class id
     train: {images: images/train, masks: masks/train}   # (coco_masks: {annotations: x.json,
     val: {images: images/val, masks: masks/val}         #  images: folder})
+    # split: {val_fraction: 0.2, seed: 0}   # instead of val: the box YAMLs' rule, same split
+
+The ``split`` rule is :func:`~.datayaml.apply_split_rule`, the one the box data YAMLs use. The
+``segnet`` layout (CamVid's ``train/`` + ``trainannot/``) lives in ``segnet.py`` on this base.
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ from ...errors import ConfigError, DataError
 from ...registry import DATASETS
 from ..io import IMAGE_EXTENSIONS, image_size, safe_join
 from ..records import DetectionSet, ImageRecord
-from .base import SPLITS, DatasetFormat, data_yaml_of, is_yaml, read_yaml_mapping
+from .base import (
+    SPLITS,
+    DatasetFormat,
+    data_yaml_of,
+    format_names,
+    is_yaml,
+    read_yaml_mapping,
+)
+from .datayaml import apply_split_rule, split_rule
 
 IGNORE_INDEX = 255
 VOC_CLASSES = (
@@ -55,7 +68,9 @@ VOC_CLASSES = (
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
-YAML_KEYS = ("format", "root", "classes", "ignore_index", "mask_suffix", *SPLITS)
+YAML_KEYS = (
+    *("format", "root", "classes", "ignore_index", "palette", "mask_suffix", "split", *SPLITS),
+)
 
 
 def voc_palette(n: int = 256) -> list[int]:
@@ -79,6 +94,9 @@ class SegmentationSet(DetectionSet):
 
     ignore_index: int = IGNORE_INDEX
     palette: list[int] | None = None  # flat RGB palette of palette PNGs, kept for writing
+    # True when no class names were given and class_0.. were numbered from the label values
+    # (data check says so: such names would otherwise pass for real ones).
+    numbered: bool = False
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -221,7 +239,8 @@ def numbered_classes(ds: SegmentationSet, ignore_index: int, where: Path) -> lis
     warnings.warn(
         f"{where}: no class names; {top + 1} classes named class_0..class_{top} from the label "
         f"values in its masks ({ignore_index} ignored): give data.classes=[...], a classes.txt "
-        "or 'classes' in the data YAML to name them",
+        "or 'classes' in the data YAML to name them, and ignore_index (data.ignore_index=N, "
+        "`data check --ignore-index N`) when a value means unlabelled",
         stacklevel=3,
     )
     return [f"class_{i}" for i in range(top + 1)]
@@ -243,6 +262,11 @@ class _YamlSpec:
     ignore_index: int
     mask_suffix: str
     splits: dict[str, Any]
+    palette: list[int] | None = None  # flat [r, g, b, ...] in class-id order
+    split_rule: dict[str, Any] | None = None  # {val_fraction, seed} | {val_last}: val from train
+
+    def split_names(self) -> list[str | None]:
+        return ["train", "val"] if self.split_rule else (list(self.splits) or [None])
 
 
 def load_mask_yaml(path: str | Path) -> _YamlSpec:
@@ -253,8 +277,10 @@ def load_mask_yaml(path: str | Path) -> _YamlSpec:
         if key not in YAML_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} (valid: {', '.join(YAML_KEYS)})")
     fmt = doc.get("format")
-    if fmt not in MASK_FORMATS:
-        raise ConfigError(f"{path}: format must be one of {', '.join(MASK_FORMATS)}, got {fmt!r}")
+    if not is_mask_format(fmt):
+        raise ConfigError(
+            f"{path}: format must be one of {', '.join(mask_formats())}, got {fmt!r}"
+        )
     root = (path.parent / str(doc.get("root", "."))).resolve()
     classes = doc.get("classes")
     if classes is not None and (
@@ -265,7 +291,32 @@ def load_mask_yaml(path: str | Path) -> _YamlSpec:
     if not isinstance(ignore, int) or not 0 <= ignore <= 255:
         raise ConfigError(f"{path}: 'ignore_index' must be an int in 0..255, got {ignore!r}")
     splits = {s: doc[s] for s in SPLITS if s in doc}
-    return _YamlSpec(path, fmt, root, classes, ignore, str(doc.get("mask_suffix", "")), splits)
+    rule = split_rule(path, doc.get("split"), splits)
+    return _YamlSpec(
+        path, fmt, root, classes, ignore, str(doc.get("mask_suffix", "")), splits,
+        _palette(path, doc.get("palette")), rule,
+    )  # fmt: skip
+
+
+def _palette(path: Path, value: Any) -> list[int] | None:
+    """``palette: [[r, g, b], ...]`` (one colour per class id) as a flat list, or None."""
+    if value is None:
+        return None
+    ok = (
+        isinstance(value, list)
+        and 0 < len(value) <= 256
+        and all(
+            isinstance(c, list)
+            and len(c) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in value
+        )
+    )
+    if not ok:
+        raise ConfigError(
+            f"{path}: 'palette' must be a list of [r, g, b] (0..255) per class id, at most 256"
+        )
+    return [int(v) for colour in value for v in colour]
 
 
 def _split_dirs(spec: _YamlSpec, split: str) -> tuple[Path, Path]:
@@ -285,7 +336,7 @@ class _MaskFormat(DatasetFormat):
     def splits(self, path: str | Path) -> list[str | None]:
         path = _own_yaml(Path(path))
         if is_yaml(path):
-            return list(load_mask_yaml(path).splits) or [None]
+            return load_mask_yaml(path).split_names()
         return self._folder_splits(path)
 
     def _folder_splits(self, path: Path) -> list[str | None]:
@@ -300,9 +351,16 @@ class _MaskFormat(DatasetFormat):
         ignore_index: int | None = None,
     ) -> SegmentationSet:
         path = _own_yaml(Path(path))
+        rule, palette = None, None
         if is_yaml(path):
             spec = load_mask_yaml(path)
-            ds = self._read_yaml(spec, split or "train", strict)
+            split = split or "train"
+            if (spec.splits or spec.split_rule) and split not in spec.split_names():
+                names = ", ".join(str(s) for s in spec.split_names())
+                raise ConfigError(f"{path}: no {split!r} split (it has: {names})")
+            rule, palette = spec.split_rule, spec.palette
+            # With a split rule both halves come from the train source, divided below.
+            ds = self._read_yaml(spec, "train" if rule else split, strict)
             names = classes or spec.classes or ds.classes
             ignore = spec.ignore_index if ignore_index is None else ignore_index
         else:
@@ -311,9 +369,17 @@ class _MaskFormat(DatasetFormat):
             ds = self._read_folder(path, split, strict)
             names = classes or ds.classes
             ignore = ds.ignore_index if ignore_index is None else ignore_index
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255:
+            raise ConfigError(f"{path}: ignore_index must be an int in 0..255, got {ignore!r}")
         if not names:
-            names = numbered_classes(ds, int(ignore), path)
-        ds.classes, ds.ignore_index = list(names), int(ignore)
+            # Counted over the whole source, before a split rule divides it: both halves agree.
+            names = numbered_classes(ds, ignore, path)
+            ds.numbered = True
+        ds.classes, ds.ignore_index = list(names), ignore
+        if palette is not None:
+            ds.palette = palette
+        if rule:
+            ds = apply_split_rule(ds, rule, split, path)
         return ds
 
     def _read_yaml(self, spec: _YamlSpec, split: str, strict: bool) -> SegmentationSet:
@@ -501,13 +567,20 @@ class COCOMasks(_MaskFormat):
         return _write_yaml(out, "coco_masks", records, split, entry)
 
 
-MASK_FORMATS = ("label_masks", "voc_masks", "coco_masks")
+def mask_formats() -> list[str]:
+    """The registered mask formats (kind ``segmentation``), asked of the registry so a new
+    layout such as ``segnet`` needs no list here."""
+    return format_names("segmentation")
+
+
+def is_mask_format(name: Any) -> bool:
+    return isinstance(name, str) and name in mask_formats()
 
 
 def _own_yaml(path: Path) -> Path:
     """A folder whose ``data.yaml`` names a mask format is read through that YAML."""
     yaml_file = data_yaml_of(path)
-    if yaml_file is not None and _yaml_format(yaml_file) in MASK_FORMATS:
+    if yaml_file is not None and is_mask_format(_yaml_format(yaml_file)):
         return yaml_file
     return path
 
