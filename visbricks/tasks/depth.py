@@ -9,29 +9,25 @@ pretrained weights and the drawing are the depth roles (``tasks/roles/depth.py``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from ..data.draw import colorize_depth
-from ..data.io import cache_budget
-from ..data.sequence import SequenceDataset
 from ..errors import ConfigError
 from ..metrics.base import LossEvaluator
 from ..metrics.depth import DepthEvaluator
 from ..ops.geometry import pose_vec_to_mat
 from ..ops.photometric import ReprojectionLoss
 from ..registry import TASKS
-from .base import DataBundle, Task
-from .roles.depth import DepthModelRole, DepthPredictor, encoder_rules
+from .base import Task
+from .roles.depth import DepthData, DepthModelRole, DepthPredictor, encoder_rules
 
 # Kept under its old name: the one implementation lives in the drawing module.
 colorize = colorize_depth
 
 
 @TASKS.register("depth")
-class DepthTask(DepthModelRole, DepthPredictor, Task):
+class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
     name = "depth"
     default_head = "depth_decoder"
     classes_from_data = False  # depth has no classes
@@ -64,55 +60,6 @@ class DepthTask(DepthModelRole, DepthPredictor, Task):
             min_depth=self.min_depth,
             max_depth=self.max_depth,
         )
-
-    # ---- data -------------------------------------------------------------------------------
-    def generate(self, kind: str | None, root: Path, params: dict) -> None:
-        if kind != "driving":
-            raise ConfigError(f"data.synth.kind for depth must be 'driving', got {kind!r}")
-        from ..data.synth.driving import write_driving
-
-        write_driving(root, **params, progress=True)
-
-    def find_classes(self) -> list[str]:
-        return []  # depth has no classes
-
-    def datasets(self) -> DataBundle:
-        d = self.cfg.data
-        if d.format != "sequence":
-            raise ConfigError(f"data.format for depth must be 'sequence', got {d.format!r}")
-        common = dict(
-            img_size=self.img_size,
-            frame_ids=self.frame_ids,
-            scales=self.cfg.loss.scales,
-            mean=self.mean,
-            std=self.std,
-            strict=d.strict,
-            cache=cache_budget(d.cache, d.cache_mb),
-        )
-        aug = d.aug
-        train = SequenceDataset(
-            self.data_root,
-            d.train,
-            hflip=aug.hflip,
-            color_jitter=aug.color_jitter,
-            hue=aug.hue,
-            color_p=aug.color_p,
-            **common,
-        )
-        val = SequenceDataset(self.data_root, d.val, **common)
-        gt = [val._depth_path(val.sequences[n], i).is_file() for n, i in val.samples]
-        self.has_depth_gt = any(gt)
-        if self.has_depth_gt:  # targets without depth are then warned and skipped, as bad
-            val = SequenceDataset(self.data_root, d.val, with_depth=True, **common)
-        else:
-            # A user's own video has no depth to score against: validate on what training
-            # optimises, the photometric loss, and pick the best weights by it.
-            self.metric, self.metric_mode = "val/loss", "min"
-            print(
-                f"depth: the val split ({val.split_path}) has no ground-truth depth; validation "
-                "reports the photometric loss (val/loss) and best weights follow it"
-            )
-        return DataBundle(train, val, [])
 
     def network_input(self, batch: dict) -> torch.Tensor:
         # The target frame: what the depth network sees (the pose network is not exported).

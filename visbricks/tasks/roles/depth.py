@@ -1,5 +1,6 @@
 """The model and predictor roles of the depth task: two networks, one image out.
 
+Data: image sequences, val with or without ground-truth depth.
 Model: ``DepthModel`` (depth encoder-decoder + pose encoder-decoder) with ImageNet or file
 weights for both encoders, the pose encoder's first conv widened for stacked frames by a mapping
 rule. Predictor: a raw image resized to the network input, disparity back to depth at the image's
@@ -16,8 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import Config
+from ...data.bundle import DataBundle
 from ...data.draw import colorize_depth
+from ...data.io import cache_budget
 from ...data.normalize import denormalize, normalize, to_image
+from ...data.sequence import SequenceDataset
 from ...engine.plots import save_image_grid
 from ...engine.weights import (
     LoadReport,
@@ -27,8 +31,10 @@ from ...engine.weights import (
     resolve_imagenet,
     tile_input_channels,
 )
+from ...errors import ConfigError
 from ...models.depth import DepthModel
 from ...ops.geometry import disp_to_depth
+from .data import DataRole
 from .model import ModelRole, _cached_imagenet
 from .predict import PredictorRole
 
@@ -48,6 +54,67 @@ def encoder_rules(backbone: nn.Module, tile: bool = False) -> list[Rule]:
             transform = tile_input_channels if tile else None
             rules.append(Rule(pattern, replace[len("backbone.") :], transform))
     return rules
+
+
+class DepthData(DataRole):
+    """Image sequences (``sequence`` format): train with augmentation; val with ground-truth
+    depth when the split has it, else (a user's own video) without, validated on the loss."""
+
+    cfg: Config
+    frame_ids: tuple[int, ...]
+    img_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    metric: str
+    metric_mode: str
+
+    def generate(self, kind: str | None, root: Path, params: dict) -> None:
+        if kind != "driving":
+            raise ConfigError(f"data.synth.kind for depth must be 'driving', got {kind!r}")
+        from ...data.synth.driving import write_driving
+
+        write_driving(root, **params, progress=True)
+
+    def find_classes(self) -> list[str]:
+        return []  # depth has no classes
+
+    def datasets(self) -> DataBundle:
+        d = self.cfg.data
+        if d.format != "sequence":
+            raise ConfigError(f"data.format for depth must be 'sequence', got {d.format!r}")
+        common = dict(
+            img_size=self.img_size,
+            frame_ids=self.frame_ids,
+            scales=self.cfg.loss.scales,
+            mean=self.mean,
+            std=self.std,
+            strict=d.strict,
+            cache=cache_budget(d.cache, d.cache_mb),
+        )
+        aug = d.aug
+        train = SequenceDataset(
+            self.data_root,
+            d.train,
+            hflip=aug.hflip,
+            color_jitter=aug.color_jitter,
+            hue=aug.hue,
+            color_p=aug.color_p,
+            **common,
+        )
+        val = SequenceDataset(self.data_root, d.val, **common)
+        gt = [val._depth_path(val.sequences[n], i).is_file() for n, i in val.samples]
+        self.has_depth_gt = any(gt)
+        if self.has_depth_gt:  # targets without depth are then warned and skipped, as bad
+            val = SequenceDataset(self.data_root, d.val, with_depth=True, **common)
+        else:
+            # A user's own video has no depth to score against: validate on what training
+            # optimises, the photometric loss, and pick the best weights by it.
+            self.metric, self.metric_mode = "val/loss", "min"
+            print(
+                f"depth: the val split ({val.split_path}) has no ground-truth depth; validation "
+                "reports the photometric loss (val/loss) and best weights follow it"
+            )
+        return DataBundle(train, val, [])
 
 
 class DepthModelRole(ModelRole):
