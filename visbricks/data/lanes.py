@@ -35,6 +35,10 @@ class LaneRecord:
     lanes: list[np.ndarray] = field(default_factory=list)  # (N, 2) float64 (x, y) pixels
     h_samples: list[float] | None = None  # TuSimple's sample rows, when read from TuSimple
     exist: list[int] | None = None  # CULane's per-slot existence flags, when given
+    # Where the lanes were written when that is not the image itself (labelme's JSON) and how
+    # that file names each lane ("lane 0 (shape 3, 'l0')"): data check points at what to fix.
+    label_file: str | None = None
+    lane_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.lanes = [np.asarray(ln, dtype=np.float64).reshape(-1, 2) for ln in self.lanes]
@@ -54,24 +58,25 @@ class LaneSet:
 def lane_problems(record: LaneRecord) -> list[str]:
     """What ``data check`` reports for one image's lanes (empty when fine)."""
     out = []
-    for k, lane in enumerate(record.lanes):
+    names = record.lane_names or [f"lane {k}" for k in range(len(record.lanes))]
+    for lane, name in zip(record.lanes, names):
         if len(lane) < 2:
-            out.append(f"lane {k} has {len(lane)} point(s), fewer than 2")
+            out.append(f"{name} has {len(lane)} point(s), fewer than 2")
             continue
         if not np.isfinite(lane).all():
-            out.append(f"lane {k} has non-finite coordinates")
+            out.append(f"{name} has non-finite coordinates")
             continue
         x, y = lane[:, 0], lane[:, 1]
         if record.width and record.height:
             bad = (x < 0) | (x >= record.width) | (y < 0) | (y >= record.height)
             if bad.any():
                 out.append(
-                    f"lane {k}: {int(bad.sum())} point(s) outside the "
+                    f"{name}: {int(bad.sum())} point(s) outside the "
                     f"{record.width}x{record.height} image"
                 )
         dy = np.diff(y)
         if not ((dy >= 0).all() or (dy <= 0).all()):
-            out.append(f"lane {k}: points are not sorted by y")
+            out.append(f"{name}: points are not sorted by y")
     if record.h_samples is not None:
         hs = np.asarray(record.h_samples, float)
         if len(hs) > 1 and not (np.diff(hs) > 0).all():
@@ -220,9 +225,10 @@ class LaneCheckReport(ProblemList):
 
 
 def check_lane_dataset(path: str | Path, strict: bool = False) -> LaneCheckReport:
-    """Every split of a lane dataset: unreadable entries, lanes with fewer than 2 points, points
-    outside the image, points not sorted by row, bad ``h_samples``. ``strict``: the first
-    problem is a DataError naming the file."""
+    """Every split of a lane dataset: unreadable entries and missing images (from the reader),
+    lanes with fewer than 2 points, points outside the image, points not sorted by row, bad
+    ``h_samples``; each named with the file that holds it (the label file when the format has
+    one per image, as labelme). ``strict``: the first problem is a DataError naming the file."""
     from ..errors import DataError
     from .formats import find_format
 
@@ -234,10 +240,11 @@ def check_lane_dataset(path: str | Path, strict: bool = False) -> LaneCheckRepor
         name = split or "all"
         report.problems += [(name, f, r) for f, r in ds.problems]
         for rec in ds.records:
+            file = rec.label_file or rec.file  # the file to edit: labelme's JSON, else the image
             for reason in lane_problems(rec):
                 if strict:
-                    raise DataError(f"{rec.file}: {reason}")
-                report.problems.append((name, rec.file, reason))
+                    raise DataError(f"{file}: {reason}")
+                report.problems.append((name, file, reason))
         report.counts[name] = (len(ds), sum(len(r.lanes) for r in ds.records))
     return report
 

@@ -19,7 +19,7 @@ the row anchors and the side lanes (nearly horizontal in the image) from the col
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,35 @@ class LaneAnchors:
     @property
     def row_lanes(self) -> tuple[int, ...]:
         return tuple(k for k in range(self.num_lanes) if k not in self.col_lanes)
+
+
+def labelled_row_range(
+    images: Iterable[tuple[Sequence[Lane], float]],
+    percentile: float = 2.0,
+    to_bottom: bool = True,
+) -> tuple[float, float] | None:
+    """The band of rows where labelled lanes exist, as fractions of the image height, for
+    ``model.row_anchors: auto``. ``images``: each image's lanes and its height.
+
+    From the ``percentile``-th percentile of the lanes' top rows (a few lanes drawn unusually
+    high do not pull every anchor up), rounded down to 0.001, to the image bottom (1.0) when
+    ``to_bottom`` (training continues lanes there: ``data.extend_lanes``), else to the
+    ``100 - percentile``-th percentile of their lowest rows, rounded up. None when no lane has
+    two points.
+    """
+    tops, bottoms = [], []
+    for lanes, height in images:
+        for lane in lanes:
+            pts = np.asarray(lane, float).reshape(-1, 2)
+            if len(pts) >= 2 and np.isfinite(pts).all() and height > 0:
+                tops.append(pts[:, 1].min() / height)
+                bottoms.append(pts[:, 1].max() / height)
+    if not tops:
+        return None
+    lo = np.floor(np.percentile(tops, percentile) * 1000) / 1000
+    hi = 1.0 if to_bottom else np.ceil(np.percentile(bottoms, 100 - percentile) * 1000) / 1000
+    lo, hi = float(np.clip(lo, 0, 1)), float(np.clip(hi, 0, 1))
+    return lo, max(hi, lo)
 
 
 def anchor_positions(anchors: LaneAnchors, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import torch
 from ...config import Config
 from ...data.bundle import DataBundle
 from ...data.draw import draw_lanes
-from ...data.formats import find_format, get_format
+from ...data.formats import find_format, format_names, get_format
 from ...data.lanes import LaneDataset, LaneSet, collate_lanes
 from ...data.normalize import denormalize, to_image
 from ...engine.plots import save_image_grid
@@ -55,7 +55,8 @@ class LaneData(DataRole):
         root, fmt = self.data_root, self.cfg.data.format
         reader = find_format(root, "lanes") if fmt in (None, "auto") else get_format(fmt)
         if reader.kind != "lanes":
-            raise ConfigError(f"data.format {fmt!r} is not a lane format (tusimple, culane)")
+            names = ", ".join(format_names("lanes"))
+            raise ConfigError(f"data.format {fmt!r} is not a lane format ({names})")
         ds = reader.read(root, split=split, strict=self.cfg.data.strict)
         if len(ds) == 0:
             raise DataError(f"{root}: split {split!r} has no images")
