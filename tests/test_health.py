@@ -221,3 +221,18 @@ def test_data_check_html(tmp_path, capsys):
     assert "health_boxes.png" in targets and "health_classes.png" in targets
     # Refused inside the dataset (its PNGs would be read as data next time).
     assert main(["data", "check", str(yaml_file), "--html", str(tmp_path / "det" / "h")]) == 2
+
+
+def test_a_limit_reads_a_seeded_sample_and_the_page_says_so(tmp_path):
+    # The report after training bounds the images it decodes; the page names the sample.
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(6):
+        path = tmp_path / "imgs" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(_texture(rng, 32)).save(path)
+        paths.append(path)
+    page = write_health_report(paths, None, None, tmp_path / "out", limit=3)
+    again = write_health_report(paths, None, None, tmp_path / "again", limit=3)
+    assert "3 (a seeded sample of 6)" in page.read_text()
+    assert page.read_text().count("<tr>") == again.read_text().count("<tr>")

@@ -286,15 +286,25 @@ class _Scan:
     phash: list[int] = field(default_factory=list)
     thumbs: list[np.ndarray] = field(default_factory=list)  # THUMB × THUMB RGB uint8
     unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    sampled_from: dict[str, int] = field(default_factory=dict)  # split → its size, if sampled
 
 
-def _scan(train_set: Any, val_set: Any, classes: Sequence[str] | None) -> _Scan:
+def _scan(
+    train_set: Any, val_set: Any, classes: Sequence[str] | None, limit: int | None = None
+) -> _Scan:
     from .formats.masks import read_mask
 
     splits = {"train": _records_split(train_set, list(classes) if classes else None)}
     if val_set is not None:
         splits["val"] = _records_split(val_set, list(classes) if classes else None)
     scan = _Scan(splits)
+    for name, split in splits.items():
+        if limit is not None and len(split.items) > limit:
+            # A seeded sample, in file order: the report after training must not decode a
+            # 100k-image train set; `data check --html` (no limit) reads every image.
+            keep = np.sort(np.random.default_rng(0).choice(len(split.items), limit, False))
+            scan.sampled_from[name] = len(split.items)
+            split.items = [split.items[i] for i in keep]
     for name, split in splits.items():
         sizes, bad = [], []
         n_classes = len(split.classes)
@@ -392,6 +402,7 @@ def _analyse(scan: _Scan) -> dict:
         sizes = Counter(scan.sizes[name])
         entry: dict[str, Any] = {
             "images": len(split.items),
+            "sampled_from": scan.sampled_from.get(name),
             "unreadable": [{"file": f, "reason": r} for f, r in scan.unreadable[name]],
             "class_counts": counts,
             "imbalance": _imbalance(counts) if split.classes else None,
@@ -622,8 +633,9 @@ def _page(health: dict, figures: dict[str, str], pairs: list, out_dir: Path, tit
     )
     for name in splits:
         s = h["splits"][name]
+        of = f" (a seeded sample of {s['sampled_from']})" if s.get("sampled_from") else ""
         parts.append(
-            f"<tr><td class=l>{_e(name)}</td><td>{s['images']}</td>"
+            f"<tr><td class=l>{_e(name)}</td><td>{s['images']}{of}</td>"
             f"<td>{len(s['unreadable'])}</td><td>{s.get('objects', '–')}</td>"
             f"<td>{_fmt_ratio(s['imbalance'])}</td></tr>"
         )
@@ -750,21 +762,30 @@ def _page(health: dict, figures: dict[str, str], pairs: list, out_dir: Path, tit
 
 
 def write_health_report(
-    train_set: Any, val_set: Any, classes: Sequence[str] | None, out_dir: Path
+    train_set: Any,
+    val_set: Any,
+    classes: Sequence[str] | None,
+    out_dir: Path,
+    limit: int | None = None,
 ) -> Path:
     """``out_dir/health.html`` with its figures (``health_*.png``) beside it; returns the page's
-    path. Reads and decodes every image once (see :func:`dataset_health`)."""
-    return health_report(train_set, val_set, classes, out_dir)[0]
+    path. Reads and decodes every image once (see :func:`dataset_health`), or a seeded sample
+    of ``limit`` per split (said on the page)."""
+    return health_report(train_set, val_set, classes, out_dir, limit)[0]
 
 
 def health_report(
-    train_set: Any, val_set: Any, classes: Sequence[str] | None, out_dir: Path
+    train_set: Any,
+    val_set: Any,
+    classes: Sequence[str] | None,
+    out_dir: Path,
+    limit: int | None = None,
 ) -> tuple[Path, dict]:
     """:func:`write_health_report` and the :func:`dataset_health` dict it shows, from one pass
     over the images."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scan = _scan(train_set, val_set, classes)
+    scan = _scan(train_set, val_set, classes, limit)
     health = _analyse(scan)
     figures = _figures(scan, health, out_dir)
     pairs = _pair_images(health, out_dir)
