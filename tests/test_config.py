@@ -132,3 +132,10 @@ def test_a_loss_section_feeds_its_constructor_by_name_and_a_stray_key_is_named()
     assert kwargs["dice_weight"] == cfg.loss.dice_weight
     with pytest.raises(ConfigError, match=r"loss\.typo_weight is not a parameter"):
         section_kwargs(SegmentationLoss, {**cfg.loss, "typo_weight": 1.0}, "loss")
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-3 as a string; a user typing optim.lr=1e-3 means a number.
+    cfg = load_config("classify-shapes", ["optim.lr=1e-3", "optim.weight_decay=5E-4"])
+    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 0.0005
+

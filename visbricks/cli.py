@@ -37,15 +37,19 @@ def _train(args: argparse.Namespace) -> None:
         cfg = load_config(saved, [*overrides, *env_overrides()])
     else:
         cfg = load_config(args.config, overrides)
-    from .engine.distributed import env_world_size, launch_standalone
+    from .engine.distributed import check_devices, env_world_size, launch_standalone
 
     if cfg.devices > 1 and env_world_size() == 1:
+        # Checked here, once: after the launch each of the N processes would fail on its own.
+        check_devices(cfg.devices, cfg.batch_size, str(cfg.device))
         # devices=N: the same command, once per device, under torchrun --standalone.
         code = launch_standalone(cfg.devices, ["train", args.config, *overrides])
         if code:
             raise VisbricksError(f"training under torchrun failed (exit code {code})")
         return
-    run_training(cfg)
+    trainer, _ = run_training(cfg)
+    if trainer.dist.is_main:  # one report per run, written by the process that owns the folder
+        _report_after("train", trainer.run_dir)
 
 
 def run_training(cfg):
@@ -60,6 +64,43 @@ def run_training(cfg):
     print(f"results: {trainer.run_dir}  (best weights: {trainer.weights_dir / 'best.safetensors'})")
     trainer.dist.close()  # torchrun: leave the process group; one process: nothing
     return trainer, metrics
+
+
+def _tune_lr(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .engine.batch_size import choose_batch_size
+    from .engine.lr_finder import lr_range_test
+    from .engine.precision import select_device
+    from .engine.rundir import check_output, new_run_dir
+    from .tasks import build_task
+
+    # The flags are the tune.* keys; $VISBRICKS_OVERRIDES still comes after them.
+    flags = [
+        f"tune.{key}={value:.6e}" if key != "lr_steps" else f"tune.{key}={value}"
+        for key, value in (("lr_start", args.start), ("lr_end", args.end), ("lr_steps", args.steps))
+        if value is not None
+    ]
+    cfg = load_config(args.config, [*args.overrides, *flags])
+    task = build_task(cfg)
+    data = task.build_data()
+    model = task.build_model()
+    device = select_device(cfg.device)
+    model.to(device)
+    batch = cfg.batch_size
+    if batch == "auto":
+        choice = choose_batch_size(cfg, model, data, task, device)
+        print(choice.describe())
+        batch = choice.batch_size
+    if args.out:
+        sources = [cfg.data.root] if cfg.data.root else []
+        out = check_output(args.out, sources, "tune lr --out")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = new_run_dir(cfg.project, "tune", cfg.name)
+    result = lr_range_test(cfg, model, data, task, device, batch_size=batch, out_dir=out)
+    print(result.format())
+    print(f"use it: visbricks train {args.config} optim.lr={result.suggestion:.3g} "
+          "(or optim.lr=auto runs this test before training)")
 
 
 def _eval(args: argparse.Namespace) -> dict:
@@ -92,7 +133,28 @@ def _eval(args: argparse.Namespace) -> dict:
         print(f"  {k:<24} {v:.4f}")
     print(result.table)
     print(f"written: {path}")
+    _report_after("eval", args.weights, split, out_dir / "report", run)
     return result.metrics
+
+
+def _report_after(command: str, source, split: str = "val", out=None, run=None) -> None:
+    """The run report after ``train`` / ``eval``. A report that cannot be written (data moved,
+    a folder in the way) is a warning: the command itself has succeeded."""
+    from .deploy.report import write_report
+
+    try:
+        page = write_report(source, split, out, run=run)
+    except (VisbricksError, OSError) as e:
+        print(f"warning: {command}: report not written ({e})", file=sys.stderr)
+        return
+    print(f"report: {page}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .deploy.report import write_report
+
+    page = write_report(args.run, args.split, args.out, args.overrides)
+    print(f"report written: {page} (open it in a browser; it works offline)")
 
 
 def _eval_out(out: str | None, run) -> Path:
@@ -268,6 +330,17 @@ def _env_synth_params(what: str, writer) -> dict:
     return found
 
 
+def _label_value(text: str) -> int:
+    """``--ignore-index``: a mask label value, 0..255 (what a label PNG can hold)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be a label value 0..255, got {text!r}")
+    return value
+
+
 def _data_check(args: argparse.Namespace) -> None:
     from .data.check import check_dataset, fix_dataset
 
@@ -275,9 +348,30 @@ def _data_check(args: argparse.Namespace) -> None:
         report, written = fix_dataset(args.data, args.fix)
         print(report.format())
         print(f"cleaned copy written: {written}")
-        return
-    report = check_dataset(args.data, strict=args.strict)
-    print(report.format())
+    else:
+        report = check_dataset(args.data, strict=args.strict, ignore_index=args.ignore_index)
+        print(report.format())
+    if args.html:
+        _data_health(args.data, args.html, args.ignore_index)
+
+
+def _data_health(data: str, out: str, ignore_index: int | None) -> None:
+    """``data check --html DIR``: the dataset health page (data/health.py) of train and val."""
+    from .data.health import format_health, health_report, read_splits
+    from .engine.rundir import check_output
+
+    source = Path(data)
+    # Not inside the dataset: a folder of PNGs there would be read as images next time.
+    sources = [source, source.parent] if source.is_file() else [source]
+    out_dir = check_output(out, sources, "data check --html")
+    train, val, classes = read_splits(source)
+    if ignore_index is not None:
+        for split in (train, val):
+            if hasattr(split, "ignore_index"):
+                split.ignore_index = ignore_index
+    path, health = health_report(train, val, classes, out_dir)
+    print(format_health(health))
+    print(f"health report: {path}")
 
 
 def _data_convert(args: argparse.Namespace) -> None:
@@ -287,6 +381,16 @@ def _data_convert(args: argparse.Namespace) -> None:
     check_output(args.out, [args.src], "data convert --out", around=False)
     out = convert(args.src, args.out, to=args.to)
     print(f"converted {args.src} to {args.to} in {out}")
+
+
+def _data_from_video(args: argparse.Namespace) -> None:
+    from .data.from_video import parse_intrinsics, video_to_sequence
+    from .engine.rundir import check_output
+
+    check_output(args.out, [args.video], "data from-video --out", around=False)
+    intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics is not None else None
+    report = video_to_sequence(args.video, args.out, args.every, args.fov, intrinsics)
+    print(report.format())
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -378,6 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides; resume=PATH continues a run")
     t.set_defaults(func=_train)
 
+    tu = sub.add_parser("tune", help="choose hyper-parameters by measuring: the lr range test")
+    tusub = tu.add_subparsers(dest="tune_command", required=True)
+    tl = tusub.add_parser(
+        "lr",
+        help="learning-rate range test: loss over an exponential lr sweep, a suggestion, a plot",
+        epilog=EPILOG,
+    )
+    tl.add_argument("config", help="preset name (e.g. classify-shapes) or path to a YAML config")
+    tl.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
+    tl.add_argument("--start", type=float, help="first learning rate (tune.lr_start, 1e-7)")
+    tl.add_argument("--end", type=float, help="last learning rate (tune.lr_end, 10)")
+    tl.add_argument("--steps", type=int, help="steps of the sweep (tune.lr_steps, 100)")
+    tl.add_argument("--out", help="folder for lr_find.png/.csv (default: runs/tune/<name>)")
+    tl.set_defaults(func=_tune_lr)
+
     e = sub.add_parser("eval", help="metrics of trained weights on the val (or --split) split")
     e.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
     e.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
@@ -393,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run in this backend (default: from the file type; .onnx, .pt2 or weights)",
     )
     e.set_defaults(func=_eval)
+
+    r = sub.add_parser("report", help="offline HTML report of a run: metrics, curves, errors")
+    r.add_argument("run", help="run folder, best.safetensors or last.ckpt")
+    r.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
+    r.add_argument("--split", default="val", help="split to evaluate and show (default val)")
+    r.add_argument("--out", help="report folder (default: <run>/report)")
+    r.set_defaults(func=_report)
 
     b = sub.add_parser("bench", help="latency p50/p90, images/s, FLOPs, share of the GEMM peak")
     b.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
@@ -486,12 +612,43 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument(
         "--fix", metavar="DIR", help="write a cleaned copy to DIR (the source is never edited)"
     )
+    dc.add_argument(
+        "--ignore-index",
+        type=_label_value,
+        metavar="N",
+        help="masks: the label value that means unlabelled (CamVid void: 11); default: the "
+        "data YAML's, else 255",
+    )
+    dc.add_argument(
+        "--html",
+        metavar="DIR",
+        help="also write DIR/health.html: class balance, box/mask/image-size statistics, exact "
+        "and near duplicates within and across train/val (leakage)",
+    )
     dc.set_defaults(func=_data_check)
     dv = dsub.add_parser("convert", help="convert between dataset formats (coco, voc, yolo, ...)")
     dv.add_argument("src", help="data YAML, annotation file or dataset folder (auto-detected)")
     dv.add_argument("--to", required=True, help="a writable format: coco, voc, yolo, ...")
     dv.add_argument("--out", required=True)
     dv.set_defaults(func=_data_convert)
+    dfv = dsub.add_parser(
+        "from-video",
+        help="a video → the sequence layout `train depth data=` reads (static frames dropped)",
+    )
+    dfv.add_argument("video", help="video file (anything OpenCV decodes: mp4, mov, mkv, avi, ...)")
+    dfv.add_argument("--out", required=True, help="new (or empty) output folder")
+    dfv.add_argument("--every", type=int, default=1, help="take every N-th frame (default 1)")
+    cam = dfv.add_mutually_exclusive_group()
+    cam.add_argument(
+        "--fov", type=float, help="horizontal field of view in degrees (fx = fy, centred)"
+    )
+    cam.add_argument(
+        "--intrinsics",
+        metavar="FX,FY,CX,CY",
+        help="fractions of width (fx, cx) and height (fy, cy), as Monodepth2/KITTI: "
+        "0.58,1.92,0.5,0.5",
+    )
+    dfv.set_defaults(func=_data_from_video)
 
     m = sub.add_parser(
         "demo",

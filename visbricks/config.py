@@ -72,12 +72,103 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# A config is hand-written: a few anchors at most, and far below a megabyte. Beyond these, a
+# document is refused before it is built: a "billion laughs" file (anchors of anchors) is tiny
+# on disk, and even with under 100 aliases expands to ~10^9 values once anything walks it
+# (validation, deepcopy, saving), so the expanded size is bounded too; an alias inside its own
+# anchor (a list holding itself) would recurse forever.
+MAX_YAML_ALIASES = 100
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 1_000_000
+
+
+class _TooManyAliases(yaml.YAMLError):
+    pass
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader (no value is ever evaluated as code), counting ``*alias`` uses."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise _TooManyAliases(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if self.aliases and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise _TooManyAliases(f"its aliases expand it to more than {MAX_YAML_VALUES:,} values")
+        return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Values in ``node`` with every alias written out, counted once per shared node (linear in
+    the file, however large the expansion). ``memo`` holds None while a node is being counted:
+    meeting it again means an alias inside its own anchor."""
+    key = id(node)
+    if key in memo:
+        size = memo[key]
+        if size is None:
+            raise _TooManyAliases("an alias refers to the anchor it is inside (a recursive value)")
+        return size
+    memo[key] = None
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, memo)
+            if size > MAX_YAML_VALUES:  # stop early: the answer is already "too many"
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo) + _expanded_size(v, memo)
+            if size > MAX_YAML_VALUES:
+                break
+    memo[key] = size
+    return size
+
+
+# PyYAML follows YAML 1.1, whose floats need a dot: `optim.lr=1e-3` would be the string "1e-3"
+# and refused. YAML 1.2 (and every user) reads it as a number; so does this loader.
+_CountingLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load_limited(text: str) -> Any:
+    """``yaml.safe_load`` that refuses more than ``MAX_YAML_ALIASES`` aliases
+    (``_TooManyAliases``, a ``yaml.YAMLError``) before anything is built from them."""
+    loader = _CountingLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict:
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"{path}: {size / 2**20:.1f} MB is too large for a config "
+                f"(at most {MAX_YAML_BYTES // 2**20} MB); is it the right file?"
+            )
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)  # safe loader: no config value is ever evaluated as code
+            data = safe_load_limited(f.read(MAX_YAML_BYTES + 1))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except _TooManyAliases as e:
+        raise ConfigError(
+            f"{path}: {e}: refused as a possible alias bomb (a config needs a few anchors at "
+            f"most; write the values out)"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     except UnicodeDecodeError as e:
@@ -252,6 +343,12 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
                 return
             close = difflib.get_close_matches(value, spec.choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if numeric:  # a number or a word (optim.lr: 0.01 or auto): name the number's type
+                plain = isinstance(default, (int, float)) and not isinstance(default, bool)
+                number = kind or (type(default).__name__ if plain else "a number")
+                raise ConfigError(
+                    f"config key {key!r} must be {number} ({spec.text}), got str {value!r}{hint}"
+                )
             raise ConfigError(f"config key {key!r} must be {spec.text}, got {value!r}{hint}")
         if kind == "str" or (kind is None and not numeric and isinstance(default, str)):
             return
@@ -265,7 +362,11 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
             return
         raise wrong()
     if isinstance(value, list):
-        if not (kind in ("list", "int", "float") or (kind is None and isinstance(default, list))):
+        # `int`/`float` name a list's items only where the key is a list (`[1, inf) int` on
+        # tune.batch_candidates); on a scalar key (train.max_batches: null, `int`) a list is
+        # wrong, and would fail later as a TypeError deep in training.
+        items = kind in ("int", "float") and isinstance(default, list)
+        if not (kind == "list" or items or (kind is None and isinstance(default, list))):
             raise wrong()
         if spec.length is not None and len(value) != spec.length:
             raise ConfigError(
@@ -425,7 +526,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         # whatever the safe loader would make of it.
         if any(isinstance(t, yaml.TagToken) for t in yaml.scan(raw)):
             raise ConfigError(f"override {key!r}: YAML tags (!!...) are not allowed in values")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load_limited(raw) if raw.strip() else None
+    except _TooManyAliases as e:
+        raise ConfigError(f"override {key!r}: {e}: refused as a possible alias bomb") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"override {key!r}: cannot parse the value {raw!r} ({first})") from None

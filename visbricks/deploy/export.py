@@ -15,6 +15,7 @@ outputs that do not depend on the input, such as the detector's anchors.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class ExportError(VisbricksError):
     pass
 
 
-def _output_name(key: object) -> str:
+def output_name(key: object) -> str:
     """("disp", 0) → "disp_0"; plain strings stay."""
     if isinstance(key, tuple):
         return "_".join(str(k) for k in key)
@@ -102,7 +103,7 @@ def wrap_outputs(run: LoadedRun) -> tuple[TensorOutputs, list, list[str], torch.
     with torch.no_grad():
         sample = model(example)
     keys = sorted(sample, key=str) if isinstance(sample, dict) else [None]
-    names = [_output_name(k) for k in keys] if keys != [None] else ["output"]
+    names = [output_name(k) for k in keys] if keys != [None] else ["output"]
     return TensorOutputs(model, keys).eval(), keys, names, example
 
 
@@ -286,11 +287,48 @@ def read_sidecar(path: str | Path) -> dict:
             f"{path} has no {meta.name} beside it: it holds the config, classes and output names "
             f"needed to prepare inputs and decode outputs (export/quantize write it)"
         )
-    info = json.loads(meta.read_text())
-    for key in ("config", "classes", "output_keys"):
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        # Truncated (a copy cut short) or hand-edited: say where, not a parser traceback.
+        raise WeightsError(
+            f"{meta}: not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}); it is "
+            f"written by export/quantize beside {Path(path).name}: export the model again"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise WeightsError(
+            f"{meta}: not UTF-8 text (byte {e.start}); export the model again"
+        ) from None
+    if not isinstance(info, dict):
+        raise WeightsError(
+            f"{meta}: expected a JSON object as export writes it, got {type(info).__name__}"
+        )
+    # The fields the runtime reads, with their types: a wrong one would fail deep inside
+    # load_config or ONNX Runtime instead of naming this file.
+    wanted = {"config": dict, "classes": list, "output_keys": list, "input": dict}
+    for key, kind in wanted.items():
         if key not in info:
             raise WeightsError(f"{meta}: missing {key!r} (re-export the model with this version)")
+        if not isinstance(info[key], kind):
+            raise WeightsError(
+                f"{meta}: {key!r} must be a {'mapping' if kind is dict else 'list'}, "
+                f"got {type(info[key]).__name__}; export the model again"
+            )
+    shape = info["input"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_dim_ok(d) for d in shape[1:])):
+        raise WeightsError(
+            f"{meta}: input.shape must be [batch, channels, height, width] with positive ints, "
+            f"got {shape!r}; export the model again"
+        )
+    if not all(isinstance(c, str) for c in info["classes"]) or not info["output_keys"]:
+        raise WeightsError(
+            f"{meta}: 'classes' must be names and 'output_keys' non-empty; export the model again"
+        )
     return info
+
+
+def _dim_ok(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def write_sidecar(
@@ -331,14 +369,67 @@ def write_sidecar(
 
 
 def existing_export(run: LoadedRun) -> Path | None:
-    """``<weights>.onnx`` when ``export`` wrote it from these very weights (and after them)."""
+    """``<weights>.onnx`` when ``export`` wrote it from these very weights (and after them), and
+    its graph is still the one its JSON describes (a file copied over it is not reused)."""
     path = run.weights.with_suffix(".onnx")
     meta = path.with_suffix(".json")
     if not (path.is_file() and meta.is_file()):
         return None
     try:
-        same = read_sidecar(path).get("weights") == str(run.weights)
+        info = read_sidecar(path)
+        same = info.get("weights") == str(run.weights)
     except Exception:
         return None
     fresh = path.stat().st_mtime >= run.weights.stat().st_mtime
-    return path if same and fresh else None
+    if not (same and fresh):
+        return None
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = [o.name for o in session.get_outputs()]
+        check_outputs(path, info, got, got != sidecar_output_names(info))
+        check_input(path, info, session.get_inputs()[0].shape)
+    except Exception as e:  # unreadable or another model's graph: export afresh instead
+        why = e if isinstance(e, WeightsError) else f"{path}: not loadable ({type(e).__name__})"
+        print(f"warning: not reusing {path.name}: {why}", file=sys.stderr)
+        return None
+    return path
+
+
+def sidecar_output_names(info: dict) -> list[str]:
+    """The output names export gave the graph, as its JSON records them."""
+    names = info.get("outputs")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return names
+    keys = info["output_keys"]
+    if keys == [None]:  # a network returning one tensor, not a dict
+        return ["output"]
+    return [output_name(tuple(k) if isinstance(k, list) else k) for k in keys]
+
+
+def check_outputs(path: Path, info: dict, got: list[str], mismatch: bool) -> None:
+    """The graph's outputs against those its JSON promises the task: a file copied over another
+    model's (a classifier's over a detector's) is refused here, naming both, instead of failing
+    inside the task's decoding or ONNX Runtime with a shape error."""
+    if not mismatch:
+        return
+    meta = path.with_suffix(".json").name
+    raise WeightsError(
+        f"{path}: the exported network's outputs ({', '.join(got) or 'none'}) do not match the "
+        f"task {info.get('task') or info['config'].get('task')!r} that {meta} describes "
+        f"(outputs {', '.join(sidecar_output_names(info))}); the file belongs to another model: "
+        f"export this one again"
+    )
+
+
+def check_input(path: Path, info: dict, shape: list) -> None:
+    """The graph's fixed input dims (channels, height, width) against the JSON's."""
+    expected = [int(d) for d in info["input"]["shape"][1:]]
+    fixed = [d if isinstance(d, int) else None for d in list(shape)[1:]]
+    if len(fixed) != 3 or any(d is not None and d != e for d, e in zip(fixed, expected)):
+        raise WeightsError(
+            f"{path}: the exported network takes inputs {list(shape)}, but "
+            f"{path.with_suffix('.json').name} describes (batch, {', '.join(map(str, expected))}); "
+            f"the file belongs to another model: export this one again"
+        )

@@ -11,7 +11,9 @@ rebuild the task without the original weights.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from torch import nn
 
 from ..config import load_config
 from ..errors import ConfigError, DataError, WeightsError
-from .export import read_sidecar
+from .export import check_input, check_outputs, read_sidecar, sidecar_output_names
 from .loading import LoadedRun, load_run
 
 BACKENDS = ("eager", "onnxruntime", "pt2")
@@ -73,8 +75,20 @@ class OnnxRuntimeModel(nn.Module):
             and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         ):
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=providers)
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=providers
+            )
+        except Exception as e:  # ORT's errors share no base class but Exception
+            # A truncated or foreign file fails inside ONNX Runtime's parser: one line naming it.
+            raise WeightsError(
+                f"{self.path}: not a loadable ONNX model ({_first_line(e)}); truncated or not "
+                f"an export? export it again (visbricks export)"
+            ) from None
         self.provider = self.session.get_providers()[0]
+        got = [o.name for o in self.session.get_outputs()]
+        check_outputs(self.path, info, got, got != sidecar_output_names(info))
+        check_input(self.path, info, self.session.get_inputs()[0].shape)
         self.num_params = int(info.get("params", 0))
 
     def forward(self, images: torch.Tensor) -> dict:
@@ -98,7 +112,14 @@ class ProgramModel(nn.Module):
         self.input_shape = info["input"]["shape"]
         if info.get("quantized", {}).get("backend") == "torch":
             _register_quantized_ops()
-        self.program = torch.export.load(str(self.path)).module()
+        program = _load_program(self.path)
+        # The graph's output names (strings in this torch; OutputSpecs in some older ones).
+        outputs = [
+            o if isinstance(o, str) else str(getattr(getattr(o, "arg", None), "name", "?"))
+            for o in program.graph_signature.user_outputs
+        ]
+        check_outputs(self.path, info, outputs, len(outputs) != len(self.keys))
+        self.program = program.module()
         # pt2e int8 is a reference graph (quantize → fp32 op → dequantize): only inductor turns
         # it into int8 kernels, so benchmarks compile it; predictions need not.
         self.runner = torch.compile(self.program) if compile else self.program
@@ -113,6 +134,53 @@ class ProgramModel(nn.Module):
         _check_size(images, self.input_shape, self.path)
         outputs = self.runner(images)
         return dict(zip(self.keys, outputs, strict=True))
+
+
+def _load_program(path: Path) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of a user's file, or one WeightsError line naming it."""
+
+    def refuse(why: str) -> WeightsError:
+        return WeightsError(
+            f"{path}: not a torch.export program ({why}); truncated or not an export? export it "
+            f"again (visbricks export --format pt2)"
+        )
+
+    # A .pt2 is a zip archive: anything else (random bytes, a cut-short copy without its central
+    # directory) is refused before torch, which would log its own traceback on the way.
+    if not zipfile.is_zipfile(path):
+        raise refuse("not a zip archive")
+    # torch logs the real reason as a warning with its traceback and raises a generic "see the
+    # warnings above": the record is kept here for the one line, not shown.
+    logger = logging.getLogger("torch.export")
+    handler = _Keep()
+    saved = logger.handlers, logger.propagate  # torch gives this logger its own stderr handler
+    logger.handlers, logger.propagate = [handler], False
+    try:
+        return torch.export.load(str(path))
+    except Exception as e:  # zipfile, pickle and torch deserialiser errors alike
+        causes = [r.exc_info[1] for r in handler.records if r.exc_info and r.exc_info[1]]
+        if causes:
+            raise refuse(_first_line(causes[-1])) from None
+        if "warnings above" in str(e):  # a zip archive, but no exported program in it
+            raise refuse("a zip archive without an exported program") from None
+        raise refuse(_first_line(e)) from None
+    finally:
+        logger.handlers, logger.propagate = saved
+
+
+class _Keep(logging.Handler):
+    """Keeps log records instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _register_quantized_ops() -> None:

@@ -237,6 +237,46 @@ def setup(device: torch.device) -> Single:
     return Single(device)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_devices(devices: int, batch_size: int | str, device: str) -> None:
+    """Refuse a ``devices=N`` that cannot run before any process starts: ``batch_size`` is the
+    global batch, so N must divide it; and N is at most the CUDA GPUs visible (on CUDA) or the
+    CPU cores (on the CPU: gloo processes beyond the cores only queue for them, and thousands
+    would exhaust the machine). Refused, never capped: a capped N would change the
+    per-process batch the user planned. Every problem in one ConfigError line."""
+    problems = []
+    if isinstance(batch_size, int) and batch_size % devices:
+        problems.append(
+            f"batch_size={batch_size} is the global batch and must divide by devices={devices} "
+            f"(one share per process): give a multiple of {devices}"
+        )
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if wants_cuda:
+        gpus = torch.cuda.device_count()
+        if devices > gpus:
+            problems.append(
+                f"devices={devices} asks for one process per GPU but {gpus} CUDA GPU"
+                f"{'s are' if gpus != 1 else ' is'} visible (refused, not capped)"
+            )
+    else:
+        cores = usable_cores()
+        if devices > cores:
+            problems.append(
+                f"devices={devices} asks for {devices} CPU training processes but this machine "
+                f"gives {cores} CPU core{'s' if cores != 1 else ''} (refused, not capped: give "
+                f"devices={cores} or fewer)"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def launch_standalone(devices: int, argv: list[str]) -> int:
     """``devices=N`` on one machine: the same command under ``torchrun --standalone``."""
     import subprocess
