@@ -333,6 +333,8 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
 
     def wrong() -> ConfigError:
         what = kind or (type(default).__name__ if default is not None else "")
+        if isinstance(default, list) and not isinstance(value, list):
+            what = f"a list of {kind}" if kind in ("int", "float") else "list"
         what = f"{what} ({spec.text})" if what and what != spec.text else spec.text
         got = f"{type(value).__name__} {value!r}"
         return ConfigError(f"config key {key!r} must be {what}, got {got}")
@@ -380,6 +382,8 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
     else:  # int or float
         if not (numeric or (kind is None and isinstance(default, (int, float)))):
             raise wrong()
+        if isinstance(default, list) or spec.length is not None:
+            raise wrong()  # one number where a list is due (data.aug.ratio=1)
         numbers = [value]
     want_int = kind == "int" or (
         kind is None and isinstance(default, int) and not isinstance(default, bool)
