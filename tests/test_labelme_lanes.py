@@ -180,3 +180,18 @@ def test_row_anchors_auto_from_the_labels_saved_as_numbers(tmp_path):
     own = build_task(load_config("lanes", [f"data.root={root}", "model.row_range=auto",
                                            "model.row_anchors=7"]))
     assert own.anchors.rows[0] == rows[0] and len(own.anchors.rows) == 7
+
+
+def test_a_flat_folder_holds_out_a_seeded_val_split(tmp_path):
+    # Lanes read through the data layer's one path: a folder without splits is divided as box
+    # and mask folders are (20 %, seed 0), never used as both train and val.
+    from visbricks import build_task, load_config
+
+    root = tmp_path / "flat"
+    for k in range(10):
+        _labelme(root, f"f{k}", [_shape("lane", _lane(12 + k, 2, 12))], k)
+    task = build_task(load_config("lanes", [f"data.root={root}", "model.pretrained=null"]))
+    train, val = task.read_split("train"), task.read_split("val")
+    files = lambda ds: {r.file for r in ds.records}  # noqa: E731
+    assert len(val) == 2 and len(train) == 8 and not files(train) & files(val)
+    assert files(task.read_split("val")) == files(val)  # seeded: the same every time

@@ -195,7 +195,9 @@ def read_task_split(
     if found in ([None], ["train"]) and data_yaml_of(root) is None and split in ("train", "val"):
         source = found[0]
         ds = reader.read(root, split=source, classes=classes, strict=strict, **options)
-        if isinstance(ds, DetectionSet) and len(ds.records) > 1:
+        # Box, mask and lane sets hold out by records (datayaml.holdout); the kinds whose
+        # splits are folders of their own (classification, sequences) do not come here.
+        if reader.kind in ("detection", "segmentation", "lanes") and len(ds.records) > 1:
             n_val = max(1, round(AUTO_VAL_FRACTION * len(ds.records)))
             if split == "train":  # said once per run, not again for the val half
                 log.warning(

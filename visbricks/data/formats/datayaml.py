@@ -125,9 +125,9 @@ def apply_split_rule(ds: DetectionSet, rule: dict[str, Any], split: str, source:
 
 def holdout(ds: SetT, split: str, n_val: int, seed: int = 0, last: bool = False) -> SetT:
     """The ``train`` or ``val`` part of ``ds`` (a DetectionSet or a subclass, e.g. a mask set,
-    whose other fields are kept) when ``n_val`` images are held out for val: the last ``n_val``
-    by file name (``last``) or a seeded random choice. Problems found reading the shared source
-    are reported once, with ``train``."""
+    or a LaneSet; other fields are kept) when ``n_val`` images are held out for val: the last
+    ``n_val`` by file name (``last``) or a seeded random choice. Problems found reading the
+    shared source are reported once, with ``train``."""
     # Sorting first makes the split independent of the order files were listed or read in.
     order = sorted(range(len(ds.records)), key=lambda i: ds.records[i].file)
     n = len(order)
@@ -138,12 +138,11 @@ def holdout(ds: SetT, split: str, n_val: int, seed: int = 0, last: bool = False)
     chosen = [i for i in order if (i in val) == (split == "val")]
     # A held-out part has always numbered its categories c + 1 (category_ids None): kept, so
     # the box tasks' results files stay as they were.
-    return replace(
-        ds,
-        records=[ds.records[i] for i in chosen],
-        problems=ds.problems if split == "train" else [],
-        category_ids=None,
-    )
+    problems = ds.problems if split == "train" else []
+    part = replace(ds, records=[ds.records[i] for i in chosen], problems=problems)
+    if hasattr(part, "category_ids"):  # box and mask sets; a lane set has no categories
+        part = replace(part, category_ids=None)
+    return part
 
 
 def _check_key(path: Path, key: str, valid: tuple[str, ...], what: str) -> None:

@@ -17,7 +17,7 @@ import torch
 from ...config import Config
 from ...data.bundle import DataBundle
 from ...data.draw import draw_lanes
-from ...data.formats import find_format, format_names, get_format
+from ...data.formats import format_names, get_format, read_task_split
 from ...data.lanes import LaneDataset, LaneSet, collate_lanes
 from ...data.normalize import denormalize, to_image
 from ...engine.plots import save_image_grid
@@ -52,12 +52,13 @@ class LaneData(DataRole):
 
     def read_split(self, split: str) -> LaneSet:
         """The ``split`` of data.root (format from data.format or auto-detected)."""
-        root, fmt = self.data_root, self.cfg.data.format
-        reader = find_format(root, "lanes") if fmt in (None, "auto") else get_format(fmt)
-        if reader.kind != "lanes":
+        root, d = self.data_root, self.cfg.data
+        if d.format not in (None, "auto") and get_format(d.format).kind != "lanes":
             names = ", ".join(format_names("lanes"))
-            raise ConfigError(f"data.format {fmt!r} is not a lane format ({names})")
-        ds = reader.read(root, split=split, strict=self.cfg.data.strict)
+            raise ConfigError(f"data.format {d.format!r} is not a lane format ({names})")
+        # The data layer's one path, as for boxes and masks: split files, or a seeded holdout
+        # when the folder has no val split (a flat labelme folder).
+        ds = read_task_split(root, d.format, "lanes", split, None, d.strict)
         if len(ds) == 0:
             raise DataError(f"{root}: split {split!r} has no images")
         return ds
