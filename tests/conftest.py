@@ -102,3 +102,39 @@ def preset_config(preset: str, root: Path, project: Path, *extra: str):
         "train.tensorboard=false",
     ]
     return load_config(preset, [*overrides, *extra])
+
+
+# ---- one-line errors through the command line (tests/test_bad_inputs*.py) ---------------------
+def run_cli(capsys, *argv: object) -> tuple[int, str]:
+    """Exit code and everything printed by ``visbricks ARGV`` in-process; asserts no traceback
+    reached the user."""
+    from visbricks.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text, text
+    return code, text
+
+
+def assert_one_line_error(capsys, *argv: object, names: tuple[str, ...]) -> str:
+    """Runs the command; asserts exit code 2, no traceback, exactly one ``error:`` line that
+    holds every one of ``names``; returns that line."""
+    code, text = run_cli(capsys, *argv)
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, text
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file (its hash) and folder under ``folder``: equal before and after = nothing
+    written, not even an empty output folder."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(folder.rglob("*"))
+    }

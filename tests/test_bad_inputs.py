@@ -7,7 +7,6 @@ Everything runs in-process (``visbricks.cli.main``) so the whole file stays fast
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import zlib
@@ -18,39 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import train_tiny_run, write_colour_folder
-from visbricks.cli import main
+from conftest import assert_one_line_error, digest, run_cli, train_tiny_run, write_colour_folder
 from visbricks.config import load_config
 from visbricks.errors import ConfigError, DataError, VisbricksError
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    """Exit code and everything printed; asserts no traceback reached the user."""
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    text = out.out + out.err
-    assert "Traceback" not in text, text
-    return code, text
-
-
-def assert_one_line_error(capsys, *argv: str, names: tuple[str, ...]) -> str:
-    code, text = run_cli(capsys, *argv)
-    assert code == 2, text
-    errors = [line for line in text.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, text
-    for name in names:
-        assert str(name) in errors[0], (name, errors[0])
-    return errors[0]
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 # A config that gets past validation fails at once on the missing data instead of training.

@@ -9,7 +9,6 @@ shared by the whole module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import signal
@@ -19,34 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_colour_folder
+from conftest import assert_one_line_error, digest, write_colour_folder
 from visbricks.cli import main
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def one_line_error(capsys, *argv: object, names: tuple[str, ...]) -> str:
-    """Runs the command; asserts exit code 2, no traceback, exactly one ``error:`` line that
-    holds every one of ``names``; returns that line."""
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    text = out.out + out.err
-    assert "Traceback" not in text, text
-    assert code == 2, text
-    errors = [line for line in text.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, text
-    for name in names:
-        assert str(name) in errors[0], (name, errors[0])
-    return errors[0]
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file (its hash) and folder under ``folder``: equal before and after = nothing
-    written, not even an empty output folder."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "/"
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 @contextlib.contextmanager
@@ -125,7 +100,7 @@ def test_truncated_onnx_is_one_line_for_eval_predict_bench(capsys, exported, tmp
         ("predict", onnx, images, "--out", tmp_path / "pred"),
         ("bench", onnx, "--batch", "1", "--iters", "1", "--warmup", "0"),
     ):
-        one_line_error(capsys, *argv, names=(str(onnx), "not a loadable ONNX model"))
+        assert_one_line_error(capsys, *argv, names=(str(onnx), "not a loadable ONNX model"))
     # No eval folder beside it (model-eval/), no predictions folder.
     assert digest(tmp_path) == before
 
@@ -165,7 +140,7 @@ def test_classifier_int8_over_detector_onnx_names_both(capsys, exported, tmp_pat
     assert json.loads(target.with_suffix(".json").read_text())["task"] == "detect"
     before = digest(tmp_path)
     for argv in (("eval", target), ("predict", target, images)):
-        one_line_error(
+        assert_one_line_error(
             capsys,
             *argv,
             names=(str(target), "outputs (logits)", "'detect'", "anchors, box_deltas, cls_logits"),
@@ -180,14 +155,16 @@ def test_truncated_sidecar_names_the_json(capsys, exported, tmp_path):
     text = (weights / "best.json").read_text()
     (tmp_path / "model.json").write_text(text[: len(text) // 3])
     before = digest(tmp_path)
-    one_line_error(capsys, "eval", onnx, names=(str(tmp_path / "model.json"), "not valid JSON"))
+    assert_one_line_error(
+        capsys, "eval", onnx, names=(str(tmp_path / "model.json"), "not valid JSON")
+    )
     # A JSON of the wrong shape (a list, a field of the wrong type) names the file too.
     (tmp_path / "model.json").write_text("[1, 2]")
-    one_line_error(capsys, "eval", onnx, names=("model.json", "JSON object"))
+    assert_one_line_error(capsys, "eval", onnx, names=("model.json", "JSON object"))
     info = json.loads(text)
     info["input"]["shape"] = "big"
     (tmp_path / "model.json").write_text(json.dumps(info))
-    one_line_error(capsys, "predict", onnx, tmp_path, names=("model.json", "input.shape"))
+    assert_one_line_error(capsys, "predict", onnx, tmp_path, names=("model.json", "input.shape"))
     before.pop("model.json")
     after = digest(tmp_path)
     after.pop("model.json")
@@ -200,12 +177,14 @@ def test_random_bytes_named_pt2(capsys, exported, tmp_path, images):
     shutil.copy(exported / "weights" / "best.json", tmp_path / "model.json")
     before = digest(tmp_path)
     for argv in (("eval", pt2), ("predict", pt2, images, "--out", tmp_path / "pred")):
-        one_line_error(capsys, *argv, names=(str(pt2), "not a torch.export program", "zip"))
+        assert_one_line_error(capsys, *argv, names=(str(pt2), "not a torch.export program", "zip"))
     assert digest(tmp_path) == before
     # A zip archive that holds no program: torch's own logged traceback is not shown either.
     with zipfile.ZipFile(pt2, "w") as archive:
         archive.writestr("notes/a.txt", "hello")
-    one_line_error(capsys, "bench", pt2, "--iters", "1", names=(str(pt2), "torch.export program"))
+    assert_one_line_error(
+        capsys, "bench", pt2, "--iters", "1", names=(str(pt2), "torch.export program")
+    )
 
 
 # ---- config YAML -----------------------------------------------------------------------------
@@ -238,8 +217,8 @@ def test_yaml_alias_bombs_are_refused_quickly(capsys, tmp_path, monkeypatch, tex
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(text)
     with no_hang():
-        one_line_error(capsys, "train", bomb, names=(str(bomb), what, "alias"))
-        one_line_error(
+        assert_one_line_error(capsys, "train", bomb, names=(str(bomb), what, "alias"))
+        assert_one_line_error(
             capsys,
             "train",
             "classify-shapes",
@@ -255,7 +234,7 @@ def test_oversized_config_is_refused(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     big = tmp_path / "big.yaml"
     big.write_text("task: classify\n" + "# padding\n" * 120_000)
-    one_line_error(capsys, "train", big, names=(str(big), "too large for a config"))
+    assert_one_line_error(capsys, "train", big, names=(str(big), "too large for a config"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml"]
 
 
@@ -275,7 +254,7 @@ def launches(monkeypatch, tmp_path) -> list:
 
 
 def test_devices_beyond_the_cpu_cores_is_refused(capsys, launches, tmp_path):
-    one_line_error(
+    assert_one_line_error(
         capsys,
         "train",
         "classify-shapes",
@@ -288,7 +267,7 @@ def test_devices_beyond_the_cpu_cores_is_refused(capsys, launches, tmp_path):
 
 
 def test_devices_not_dividing_batch_size_names_both_keys(capsys, launches, tmp_path):
-    one_line_error(
+    assert_one_line_error(
         capsys,
         "train",
         "classify-shapes",
@@ -298,7 +277,7 @@ def test_devices_not_dividing_batch_size_names_both_keys(capsys, launches, tmp_p
         names=("batch_size=5", "devices=2", "divide"),
     )
     # Both problems at once are one line too.
-    line = one_line_error(
+    line = assert_one_line_error(
         capsys, "train", "classify-shapes", "device=cpu", "devices=3", "batch_size=4",
         names=("batch_size=4", "devices=3"),
     )  # fmt: skip
@@ -323,7 +302,7 @@ def test_devices_not_dividing_batch_size_names_both_keys(capsys, launches, tmp_p
 def test_lists_for_scalar_counts_are_refused(capsys, tmp_path, monkeypatch, preset, override, key):
     # Each was accepted and failed later with a TypeError (a loader worker comparing pixels).
     monkeypatch.chdir(tmp_path)
-    one_line_error(capsys, "train", preset, override, names=(repr(key), "must be int"))
+    assert_one_line_error(capsys, "train", preset, override, names=(repr(key), "must be int"))
     assert list(tmp_path.iterdir()) == []
 
 
