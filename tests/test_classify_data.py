@@ -89,3 +89,28 @@ def test_normalize_denormalize_to_image_round_trip(preset):
 def test_bad_normalization_is_a_config_error():
     with pytest.raises(ConfigError, match="data.normalize"):
         resolve_normalization("imagenett")
+
+
+def test_a_flat_class_folder_gets_the_seeded_holdout_like_box_and_mask_sets(tmp_path):
+    # <class>/*.png with no train/val folders: before the one data path this was "not found".
+    root = write_colour_folder(tmp_path / "d", n_per_class=5) / "train"
+    cfg = load_config("classify", [f"data.root={root}", "img_size=16"])
+    task = build_task(cfg)
+    assert task.classes == ["blue", "red"]
+    bundle = task.datasets()
+    train = {f.name + f.parent.name for f in bundle.train.files}
+    val = {f.name + f.parent.name for f in bundle.val.files}
+    assert len(train) == 8 and len(val) == 2 and not train & val
+    again = build_task(load_config("classify", [f"data.root={root}", "img_size=16"])).datasets()
+    assert [f.name for f in again.val.files] == [f.name for f in bundle.val.files]  # seeded
+
+
+def test_a_classification_data_yaml_names_its_splits(tmp_path):
+    root = write_colour_folder(tmp_path / "d", n_per_class=3)
+    (root / "train").rename(root / "fit")
+    (root / "data.yaml").write_text("format: imagefolder\ntrain: fit\nval: val\n")
+    task = build_task(load_config("classify", [f"data.root={root}", "img_size=16"]))
+    assert len(task.datasets().train) == 6
+    (root / "data.yaml").write_text("format: imagefolder\ntrain: fit\n")
+    with pytest.raises(ConfigError, match=r"data.yaml: no 'val' split"):
+        build_task(load_config("classify", [f"data.root={root}", "img_size=16"])).datasets()

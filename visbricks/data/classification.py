@@ -48,10 +48,13 @@ class ClassificationSet:
         return LabelledImages(files, targets, self.classes, multilabel=self.multilabel, **kwargs)
 
 
-def read_imagefolder(folder: str | Path, classes: list[str] | None = None) -> ClassificationSet:
-    """``folder/<class>/*.jpg`` (any depth below the class folder) as a ClassificationSet."""
+def read_imagefolder(
+    folder: str | Path, classes: list[str] | None = None, strict: bool = False
+) -> ClassificationSet:
+    """``folder/<class>/*.jpg`` (any depth below the class folder) as a ClassificationSet; an
+    empty class folder is warned and left out, an error with ``strict``."""
     folder = Path(folder)
-    found = imagefolder_classes(folder)
+    found = imagefolder_classes(folder, strict)
     classes = list(classes or found)
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -201,41 +204,13 @@ class LabelledImages(Dataset):
 def imagefolder_dataset(
     folder: str | Path, classes: list[str] | None = None, **kwargs
 ) -> LabelledImages:
-    folder = Path(folder)
-    found = imagefolder_classes(folder)
-    classes = classes or found
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DataError(f"{folder}: class folders {unknown} are not in the class list {classes}")
-    files, targets = [], []
-    for idx, name in enumerate(classes):
-        class_dir = folder / name
-        if not class_dir.is_dir():
-            continue  # a class absent from this split
-        for f in sorted(class_dir.rglob("*")):
-            if is_image_file(f):
-                files.append(f)
-                targets.append(idx)
-    if not files:
-        raise DataError(f"dataset is empty: no images under {folder}")
-    return LabelledImages(files, targets, classes, **kwargs)
+    """``folder/<class>/*.jpg`` decoded (``transform``, ``strict``, ``cache`` as keywords)."""
+    return read_imagefolder(folder, classes, kwargs.get("strict", False)).dataset(**kwargs)
 
 
 def csv_dataset(csv_path: str | Path, classes: list[str] | None = None, **kwargs) -> LabelledImages:
-    csv_path = Path(csv_path)
-    rows = read_label_csv(csv_path)
-    if not rows:
-        raise DataError(f"dataset is empty: {csv_path} has no rows")
-    classes = classes or csv_classes(csv_path)
-    index = {c: i for i, c in enumerate(classes)}
-    files, targets = [], []
-    for name, labels in rows:
-        unknown = [label for label in labels if label not in index]
-        if unknown:
-            raise DataError(f"{csv_path}: {name} has labels {unknown} not in the class list")
-        files.append(safe_join(csv_path.parent, name))
-        targets.append([index[label] for label in labels])
-    return LabelledImages(files, targets, classes, multilabel=True, **kwargs)
+    """A ``filename,labels`` CSV decoded (multi-label; keywords as :func:`imagefolder_dataset`)."""
+    return read_csv_set(csv_path, classes).dataset(**kwargs)
 
 
 def classification_transforms(

@@ -9,15 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.classification import (
-    classification_transforms,
-    csv_classes,
-    csv_dataset,
-    imagefolder_classes,
-    imagefolder_dataset,
-)
+from ..data.classification import ClassificationSet, classification_transforms
 from ..data.draw import draw_caption
-from ..data.formats import data_yaml_of, find_format, load_data_yaml
+from ..data.formats import read_task_split
 from ..data.io import cache_budget
 from ..data.normalize import denormalize, to_image
 from ..engine.plots import save_image_grid
@@ -44,30 +38,18 @@ class ClassifyTask(Task):
 
         write_classification(root, **params)
 
-    def _split_path(self, split: str) -> Path:
-        name = getattr(self.cfg.data, split)
-        yaml_file = data_yaml_of(self.data_root)
-        if yaml_file is None:
-            return self.data_root / name
-        spec = load_data_yaml(yaml_file)  # format: imagefolder|csv, train:/val: paths
-        if name not in spec.splits or spec.splits[name] is None:
-            raise ConfigError(f"{yaml_file}: no {name!r} split (data.{split})")
-        return spec.root / spec.splits[name]
-
-    def _format(self) -> str:
-        """data.format, or the format registry's guess (``auto``, or a data YAML's own)."""
-        fmt = self.cfg.data.format
-        if fmt in (None, "auto") or data_yaml_of(self.data_root) is not None:
-            return find_format(self.data_root, "classification").name
-        return fmt
+    def _read(self, split: str, classes: list[str] | None) -> ClassificationSet:
+        """``data.<split>`` through the data layer's one path (a data YAML's split, a split
+        folder or CSV, or the seeded holdout of one undivided set)."""
+        d = self.cfg.data
+        name = getattr(d, split)
+        ds = read_task_split(self.data_root, d.format, "classification", name, classes, d.strict)
+        if self.multilabel and not ds.multilabel:
+            raise ConfigError(f"data.format for {self.name} must be csv (filename,labels)")
+        return ds
 
     def find_classes(self) -> list[str]:
-        fmt = self._format()
-        if fmt == "imagefolder":
-            return imagefolder_classes(self._split_path("train"), strict=self.cfg.data.strict)
-        if fmt == "csv":
-            return csv_classes(self._split_path("train"))
-        raise ConfigError(f"data.format for {self.name} must be imagefolder or csv, got {fmt!r}")
+        return list(self._read("train", None).classes)
 
     def datasets(self) -> DataBundle:
         d = self.cfg.data
@@ -77,17 +59,9 @@ class ClassifyTask(Task):
             transform = classification_transforms(
                 self.img_size, self.mean, self.std, split == "train", dict(d.aug)
             )
-            kwargs = dict(
-                classes=classes,
-                transform=transform,
-                strict=d.strict,
-                cache=cache_budget(d.cache, d.cache_mb),
+            datasets[split] = self._read(split, classes).dataset(
+                transform=transform, strict=d.strict, cache=cache_budget(d.cache, d.cache_mb)
             )
-            path = self._split_path(split)
-            if self._format() == "csv":
-                datasets[split] = csv_dataset(path, **kwargs)
-            else:
-                datasets[split] = imagefolder_dataset(path, **kwargs)
         return DataBundle(datasets["train"], datasets["val"], classes)
 
     # ---- model and loss -----------------------------------------------------------------------
@@ -151,11 +125,6 @@ class MultiLabelTask(ClassifyTask):
     name = "multilabel"
     metric = "val/mAP"
     multilabel = True
-
-    def find_classes(self) -> list[str]:
-        if self._format() != "csv":
-            raise ConfigError("data.format for multilabel must be csv (filename,labels)")
-        return super().find_classes()
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         target = batch["labels"]

@@ -163,7 +163,8 @@ def read_task_split(
     ignore_index: int | None = None,
 ) -> Any:
     """What a task reads for ``data.<split>``: ``root`` in format ``fmt`` (None/``auto``:
-    auto-detected among the formats of ``kind``). The one data path of the box and mask tasks.
+    auto-detected among the formats of ``kind``). The one data path of every task that reads
+    labelled images (classification, boxes, masks, lanes).
 
     A data YAML names its own format (a different ``fmt`` is an error) and its own split rules.
     A dataset without a val split — no splits at all (a VOC folder without ImageSets, a bare
@@ -190,13 +191,15 @@ def read_task_split(
         reader = get_format(fmt)
     if not reader.serves(kind):
         raise ConfigError(f"data.format {fmt!r} holds {reader.kind} data, not {kind}")
+    if reader.kind == "classification":
+        return _read_classification_split(reader, root, split, classes, strict)
     options = {} if ignore_index is None else {"ignore_index": int(ignore_index)}
     found = reader.splits(root)
     if found in ([None], ["train"]) and data_yaml_of(root) is None and split in ("train", "val"):
         source = found[0]
         ds = reader.read(root, split=source, classes=classes, strict=strict, **options)
-        # Box, mask and lane sets hold out by records (datayaml.holdout); the kinds whose
-        # splits are folders of their own (classification, sequences) do not come here.
+        # Box, mask and lane sets hold out by records (datayaml.holdout); classification has
+        # its own branch above; sequences (depth) name their frames in split files.
         if reader.kind in ("detection", "segmentation", "lanes") and len(ds.records) > 1:
             n_val = max(1, round(AUTO_VAL_FRACTION * len(ds.records)))
             if split == "train":  # said once per run, not again for the val half
@@ -209,3 +212,30 @@ def read_task_split(
             raise DataError(f"data.root: {root} has no val split and too few images to hold out")
         return ds
     return reader.read(root, split=split, classes=classes, strict=strict, **options)
+
+
+def _read_classification_split(
+    reader: DatasetFormat, root: Path, split: str, classes: list[str] | None, strict: bool
+) -> ClassificationSet:
+    """A classification split: a data YAML's ``<split>:`` path, else ``root/<split>`` (a class
+    folder root or a CSV), else — for ``train``/``val`` of one undivided set (a flat
+    ``<class>/*.jpg`` folder, one label CSV) — the seeded ``AUTO_VAL_FRACTION`` holdout."""
+    yaml_file = data_yaml_of(root)
+    if yaml_file is not None:
+        spec = load_data_yaml(yaml_file)  # format: imagefolder|csv, train:/val: paths
+        if spec.splits.get(split) is None:
+            raise ConfigError(f"{yaml_file}: no {split!r} split")
+        return reader.read(spec.root / spec.splits[split], None, classes, strict)
+    if (root / split).exists():
+        return reader.read(root, split, classes, strict)
+    if split in ("train", "val") and reader.splits(root) == [None]:
+        ds = reader.read(root, None, classes, strict)
+        if len(ds) > 1:
+            n_val = max(1, round(AUTO_VAL_FRACTION * len(ds)))
+            if split == "train":  # said once per run, not again for the val half
+                log.warning(
+                    "%s has no train/val folders: holding out %d of its %d images for val "
+                    "(seed 0)", root, n_val, len(ds),
+                )
+            return holdout(ds, split, n_val, seed=0)
+    raise DataError(f"data.root: {root} has no {split!r} split ({root / split} not found)")

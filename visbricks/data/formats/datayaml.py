@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from ...errors import ConfigError, DataError
+from ..classification import ClassificationSet
 from ..records import DetectionSet
 from .base import SPLITS, DatasetFormat, data_yaml_of, format_names, get_format, read_yaml_mapping
 
@@ -40,7 +41,8 @@ KEYS = (
     *("download", *SPLITS),
 )
 _SPLIT_RULE_KEYS = ("val_last", "val_fraction", "seed")
-SetT = TypeVar("SetT", bound=DetectionSet)  # a box set, or a subclass (masks) kept as itself
+# A box set or a subclass (masks, lanes) kept as itself, or an image-label set.
+SetT = TypeVar("SetT", bound=DetectionSet | ClassificationSet)
 
 
 @dataclass
@@ -125,21 +127,29 @@ def apply_split_rule(ds: DetectionSet, rule: dict[str, Any], split: str, source:
 
 def holdout(ds: SetT, split: str, n_val: int, seed: int = 0, last: bool = False) -> SetT:
     """The ``train`` or ``val`` part of ``ds`` (a DetectionSet or a subclass, e.g. a mask set,
-    or a LaneSet; other fields are kept) when ``n_val`` images are held out for val: the last
-    ``n_val`` by file name (``last``) or a seeded random choice. Problems found reading the
-    shared source are reported once, with ``train``."""
+    a LaneSet, or a ClassificationSet; other fields are kept) when ``n_val`` images are held out
+    for val: the last ``n_val`` by file name (``last``) or a seeded random choice. Problems found
+    reading the shared source are reported once, with ``train``."""
+    files = ds.files if isinstance(ds, ClassificationSet) else [r.file for r in ds.records]
     # Sorting first makes the split independent of the order files were listed or read in.
-    order = sorted(range(len(ds.records)), key=lambda i: ds.records[i].file)
+    order = sorted(range(len(files)), key=lambda i: files[i])
     n = len(order)
     if last:
         val = set(order[n - n_val :])
     else:
         val = {order[i] for i in np.random.default_rng(seed).permutation(n)[:n_val]}
     chosen = [i for i in order if (i in val) == (split == "val")]
+    problems = ds.problems if split == "train" else []
+    if isinstance(ds, ClassificationSet):
+        return replace(
+            ds,
+            files=[ds.files[i] for i in chosen],
+            labels=[ds.labels[i] for i in chosen],
+            problems=problems,
+        )
+    part = replace(ds, records=[ds.records[i] for i in chosen], problems=problems)
     # A held-out part has always numbered its categories c + 1 (category_ids None): kept, so
     # the box tasks' results files stay as they were.
-    problems = ds.problems if split == "train" else []
-    part = replace(ds, records=[ds.records[i] for i in chosen], problems=problems)
     if hasattr(part, "category_ids"):  # box and mask sets; a lane set has no categories
         part = replace(part, category_ids=None)
     return part

@@ -57,7 +57,7 @@ class ImageFolder(DatasetFormat):
         if classes is None and split is not None and _is_class_root(path / "train"):
             # Every split gets the training split's class ids, even one missing a class.
             classes = read_imagefolder(path / "train").classes
-        return read_imagefolder(path / split if split else path, classes)
+        return read_imagefolder(path / split if split else path, classes, strict)
 
     def write(
         self, records: Any, out_dir: str | Path, split: str = "train", **options: Any
