@@ -114,3 +114,26 @@ def test_a_classification_data_yaml_names_its_splits(tmp_path):
     (root / "data.yaml").write_text("format: imagefolder\ntrain: fit\n")
     with pytest.raises(ConfigError, match=r"data.yaml: no 'val' split"):
         build_task(load_config("classify", [f"data.root={root}", "img_size=16"])).datasets()
+
+
+def test_data_check_reads_an_image_folder_and_lists_every_problem(tmp_path, capsys):
+    from conftest import digest, run_cli
+
+    root = write_colour_folder(tmp_path / "d", n_per_class=3)
+    (root / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    leak = root / "val" / "blue" / "copy_of_train_0.png"
+    leak.write_bytes((root / "train" / "blue" / "0.png").read_bytes())
+    (root / "train" / "red" / "notes.txt").write_text("not an image")
+    for f in (root / "val" / "red").iterdir():
+        f.unlink()  # red is missing from val
+    before = digest(root)
+    code, text = run_cli(capsys, "data", "check", root)
+    assert "(imagefolder, 2 classes, one label per image)" in text, text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert rows["blue"] == ["3", "4"] and rows["red"] == ["4", "0"], text
+    assert "broken.png: cannot decode" in text
+    same = root / "train" / "blue" / "0.png"
+    assert f"copy_of_train_0.png: the same image is in train: {same}" in text
+    assert "class 'red' has no images in val" in text
+    assert "notes.txt: not read as an image" in text
+    assert digest(root) == before  # a check writes nothing into the dataset

@@ -236,3 +236,19 @@ def test_a_limit_reads_a_seeded_sample_and_the_page_says_so(tmp_path):
     again = write_health_report(paths, None, None, tmp_path / "again", limit=3)
     assert "3 (a seeded sample of 6)" in page.read_text()
     assert page.read_text().count("<tr>") == again.read_text().count("<tr>")
+
+
+def test_an_undivided_set_is_judged_on_the_holdout_training_uses(folder, tmp_path, capsys):
+    """raccoon ships without a val split; training holds out a seeded 20 %, and an exact copy on
+    both sides of that holdout is a leak the health check must show (it once saw one 'all')."""
+    from conftest import run_cli
+    from visbricks.data.formats import read_task_split
+
+    flat = tmp_path / "flat"
+    shutil.copytree(folder / "train", flat)  # <class>/*.png, no split folders
+    held_out = read_task_split(flat, None, "classification", "val")
+    victim = sorted(set(read_imagefolder(flat).files) - set(held_out.files))[0]
+    shutil.copy(flat / held_out.files[0], flat / victim)  # a train image now equals a val one
+    code, text = run_cli(capsys, "data", "check", flat, "--html", tmp_path / "h")
+    assert code == 0 and "1 across train/val" in text, text
+    assert f"[train] {victim}" in text and f"[val] {held_out.files[0]}" in text, text

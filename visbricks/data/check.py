@@ -131,9 +131,16 @@ def _check_masks(path: Path, strict: bool, ignore_index: int | None) -> Any:
     return check_mask_dataset(path, strict=strict, ignore_index=ignore_index)
 
 
+def _check_labels(path: Path, strict: bool, ignore_index: int | None) -> Any:
+    from .classification_check import check_classification_dataset  # per class, decode, leaks
+
+    return check_classification_dataset(path, strict=strict)
+
+
 # The checks of each kind whose records are not boxes, by the kind its format declares
 # (``DatasetFormat.kind``); box datasets get check_dataset's own. A new kind adds one entry.
 KIND_CHECKS: dict[str, Callable[[Path, bool, int | None], Any]] = {
+    "classification": _check_labels,
     "lanes": _check_lanes,
     "segmentation": _check_masks,
 }

@@ -169,11 +169,16 @@ def _relative(file: Path, root: Path | None) -> str:
         return str(file)
 
 
+# The kinds whose undivided sets training splits by read_task_split's seeded holdout.
+HOLDOUT_KINDS = ("classification", "detection", "segmentation", "lanes")
+
+
 def read_splits(path: str | Path) -> tuple[Any, Any, list[str]]:
     """(train, val, classes) of the dataset at ``path`` (any registered format, auto-detected),
-    as its format reads them: ``val`` is None for an undivided set; the train split is ``train``
-    or the first, the val split ``val`` or the next."""
-    from .formats.base import find_format
+    as its format reads them: the train split is ``train`` or the first, the val split ``val`` or
+    the next. A set without a val split that training would hold out from (boxes, masks, lanes,
+    image labels) is split as training splits it; ``val`` is None for other undivided sets."""
+    from .formats.base import data_yaml_of, find_format
 
     path = Path(path)
     fmt = find_format(path)
@@ -198,6 +203,13 @@ def read_splits(path: str | Path) -> tuple[Any, Any, list[str]]:
             return files
         return found
 
+    if val_name is None and fmt.kind in HOLDOUT_KINDS and data_yaml_of(path) is None:
+        # Training validates such a set on its seeded holdout: judge leakage across that split.
+        from .formats import read_task_split
+
+        train = read_task_split(path, fmt.name, fmt.kind, "train")
+        val = read_task_split(path, fmt.name, fmt.kind, "val")
+        return train, val, list(train.classes)
     train = read(train_name)
     val = read(val_name) if val_name is not None else None
     classes = list(getattr(train, "classes", None) or [])
