@@ -204,3 +204,17 @@ def test_tune_lr_command(tmp_path, colours, capsys):
     printed = capsys.readouterr().out
     assert "suggested optim.lr=" in printed and "from 1.0e-05" in printed
     assert (out / "lr_find.png").is_file() and (out / "lr_find.csv").is_file()
+
+
+def test_the_range_test_is_spent_from_the_time_budget(tmp_path, colours):
+    """train.time is the run's wall clock: the lr range test of optim.lr=auto is not free."""
+    from visbricks.engine.trainer import Trainer
+
+    cfg = tiny_config(
+        colours, tmp_path / "runs", "optim.lr=auto", "tune.lr_steps=10", "train.time=600",
+        "workers=0",
+    )
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task=task)
+    assert trainer.tuning_s > 0 and trainer.budget.spent == trainer.tuning_s
+    assert trainer.budget.remaining() <= 600 - trainer.tuning_s

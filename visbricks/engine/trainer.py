@@ -77,8 +77,13 @@ class Trainer:
         ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
         # batch_size: auto and optim.lr: auto become numbers before anything reads them, in a
         # copy of cfg (the caller's stays as given); config.yaml and last.ckpt keep the numbers.
+        # Seconds the auto choices take: train.time is the whole run's wall clock, so the
+        # budget counts them as already spent (as a resumed run counts its earlier processes).
+        self.tuning_s = 0.0
         if cfg.batch_size == "auto":
+            tick = time.perf_counter()
             cfg = self.cfg = self._auto_batch_size(cfg, model, data, task, ckpt)
+            self.tuning_s += time.perf_counter() - tick
         # Every setting the loop reads, resolved once: "auto" becomes what this device runs
         # fastest (engine/precision.py); printed and written to config.yaml.
         self.settings = s = TrainSettings.resolve(cfg, self.device, task.metric, task.metric_mode)
@@ -116,7 +121,9 @@ class Trainer:
 
         self.lr_find: LRFindResult | None = None  # the range test's curve (optim.lr: auto)
         if cfg.optim.lr == "auto":
+            tick = time.perf_counter()
             cfg = self.cfg = self._auto_lr(cfg, model, data, task, ckpt)
+            self.tuning_s += time.perf_counter() - tick
 
         def claim_run_dir() -> Path:
             if cfg.resume:
@@ -153,6 +160,8 @@ class Trainer:
             self.ema = ModelEMA(self.model, s.ema_decay)
         # train.time: the optimizer steps are planned to fit the budget (engine/budget.py).
         self.budget = TimeBudget(s.time, self.steps_per_epoch, s.val_every) if s.time else None
+        if self.budget is not None:
+            self.budget.spent = self.tuning_s  # a resume replaces it with the saved total
         if ckpt is not None:
             self._load_checkpoint(ckpt)
         if self.dist.is_main:
@@ -415,7 +424,9 @@ class Trainer:
             plan = self.budget.plan
             print(
                 f"train.time: budget {self.budget.seconds:g} s, used {self.budget.elapsed():.1f} s"
-                f" for {self.schedule.last_step} optimizer steps"
+                + (f" ({self.tuning_s:.1f} s choosing batch_size/optim.lr: auto)"
+                   if self.tuning_s else "")
+                + f" for {self.schedule.last_step} optimizer steps"
                 + (f" ({plan.total_steps} planned, {self.budget.replans} re-plans)" if plan else "")
             )
         self._emit("on_fit_end")
