@@ -13,7 +13,8 @@ jitter), resizes to the model input and encodes the row/column anchor targets
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DataError
 from ..ops.lanes import LaneAnchors, assign_slots, encode_lanes, lane_mask_target
-from .io import read_image, safe_join
-from .report import ProblemList
+from .io import check_image, read_image, safe_join, warn_skipped
+from .report import ProblemList, first_readable
 
 
 @dataclass
@@ -50,6 +52,9 @@ class LaneSet:
     records: list[LaneRecord]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     classes: list[str] = field(default_factory=lambda: ["lane"])
+    # Labelled entries the reader dropped, (cause, file, reason); each is in ``problems`` too.
+    # Training counts them with the records it refuses (:func:`trainable`).
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -82,6 +87,58 @@ def lane_problems(record: LaneRecord) -> list[str]:
         if len(hs) > 1 and not (np.diff(hs) > 0).all():
             out.append("h_samples are not strictly increasing")
     return out
+
+
+# A point further than this share of the image beyond its border is no annotation slip (CULane
+# extends lanes a little past the frame): the labels were made for another image size, e.g. a
+# 1280x720 label file over 640x360 frames.
+FAR_OUTSIDE = 0.5
+
+
+def unusable(record: LaneRecord) -> tuple[str, str] | None:
+    """``(cause, reason)`` when a record's lanes would train wrong targets — non-finite points
+    (they poison the targets and the metrics' spline fit), points far outside the image (labels
+    for another size: the lanes would silently vanish from the targets) — else None."""
+    w, h = record.width, record.height
+    names = record.lane_names or [f"lane {k}" for k in range(len(record.lanes))]
+    for lane, name in zip(record.lanes, names):
+        if not np.isfinite(lane).all():
+            return "label(s) with non-finite points", f"{name} has non-finite coordinates"
+        if not (w and h and len(lane)):
+            continue
+        x, y = lane[:, 0], lane[:, 1]
+        lo, hi = -FAR_OUTSIDE, 1 + FAR_OUTSIDE
+        far = (x < lo * w) | (x > hi * w) | (y < lo * h) | (y > hi * h)
+        if far.any():
+            return "label(s) far outside the image", (
+                f"{name}: {int(far.sum())} point(s) far outside the {w}x{h} image "
+                "(labels made for another image size?)"
+            )
+    return None
+
+
+def trainable(ds: LaneSet, strict: bool = False, what: str = "labelled images") -> LaneSet:
+    """``ds`` without the records :func:`unusable` refuses, and one warning that counts every
+    labelled image lost — those and the entries the reader skipped (missing images, bad label
+    lines) — by cause, with examples: "skipped 2 of 8 labelled images: 1 missing image(s), …".
+    ``strict``: the first refused record is a DataError naming its file."""
+    kept, skipped = [], list(ds.skipped)
+    for rec in ds.records:
+        bad = unusable(rec)
+        if bad is None:
+            kept.append(rec)
+            continue
+        file = rec.label_file or rec.file
+        if strict:
+            raise DataError(f"{file}: {bad[1]}")
+        skipped.append((bad[0], file, bad[1]))
+    if skipped:
+        causes = ", ".join(f"{n} {cause}" for cause, n in Counter(c for c, _, _ in skipped).items())
+        warn_skipped(
+            [(file, reason) for _, file, reason in skipped],
+            f"of {len(kept) + len(skipped)} {what}: {causes}",
+        )
+    return replace(ds, records=kept, skipped=skipped)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -147,6 +204,7 @@ class LaneDataset(Dataset):
         seg_stride: int | None = None,
         seed: int = 0,
         extend_lanes: bool = False,
+        strict: bool = False,
     ) -> None:
         self.set = lanes
         self.size = size
@@ -158,6 +216,12 @@ class LaneDataset(Dataset):
         self.seed = seed
         self.extend_lanes = extend_lanes
         self._cache: dict[int, np.ndarray] = {}
+        # An image that fails to decode (a truncated file) is warned about, counted and replaced
+        # by the next readable one, as in the box and mask datasets (``first_readable``); these
+        # live in each DataLoader worker separately. ``strict``: the DataError is raised.
+        self.strict = strict
+        self.num_skipped = 0
+        self.bad_files: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.set.records)
@@ -174,7 +238,9 @@ class LaneDataset(Dataset):
         return img
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rec = self.set.records[index]
+        return first_readable(self, index, self.set.records, self._sample, self.set.root)
+
+    def _sample(self, index: int, rec: LaneRecord) -> dict[str, Any]:
         image = self.load(index)
         h, w = self.size
         sx, sy = w / max(rec.width, 1), h / max(rec.height, 1)
@@ -226,10 +292,10 @@ class LaneCheckReport(ProblemList):
 
 def check_lane_dataset(path: str | Path, strict: bool = False) -> LaneCheckReport:
     """Every split of a lane dataset: unreadable entries and missing images (from the reader),
-    lanes with fewer than 2 points, points outside the image, points not sorted by row, bad
-    ``h_samples``; each named with the file that holds it (the label file when the format has
-    one per image, as labelme). ``strict``: the first problem is a DataError naming the file."""
-    from ..errors import DataError
+    images that do not decode, lanes with fewer than 2 points, points outside the image, points
+    not sorted by row, bad ``h_samples``; each named with the file that holds it (the label file
+    when the format has one per image, as labelme). ``strict``: the first problem is a DataError
+    naming the file."""
     from .formats import find_format
 
     path = Path(path)
@@ -240,11 +306,16 @@ def check_lane_dataset(path: str | Path, strict: bool = False) -> LaneCheckRepor
         name = split or "all"
         report.problems += [(name, f, r) for f, r in ds.problems]
         for rec in ds.records:
+            # Every image decoded in full: a truncated file passes the reader's header read and
+            # would only fail in training (where it is skipped).
+            why = check_image(safe_join(ds.root, rec.file))
+            found = [(rec.file, f"unreadable image ({why})")] if why else []
             file = rec.label_file or rec.file  # the file to edit: labelme's JSON, else the image
-            for reason in lane_problems(rec):
+            found += [(file, reason) for reason in lane_problems(rec)]
+            for at, reason in found:
                 if strict:
-                    raise DataError(f"{file}: {reason}")
-                report.problems.append((name, file, reason))
+                    raise DataError(f"{at}: {reason}")
+                report.problems.append((name, at, reason))
         report.counts[name] = (len(ds), sum(len(r.lanes) for r in ds.records))
     return report
 
@@ -257,4 +328,6 @@ __all__ = [
     "check_lane_dataset",
     "collate_lanes",
     "lane_problems",
+    "trainable",
+    "unusable",
 ]

@@ -38,7 +38,7 @@ def first_readable(
     whose file fails with a DataError is skipped, counted (``dataset.num_skipped``), remembered
     (``dataset.bad_files``: file → reason, never read again) and warned once; with
     ``dataset.strict`` the error is raised. Replacing a bad sample by the next index keeps an
-    epoch deterministic. Shared by the box and mask datasets."""
+    epoch deterministic. Shared by the box, mask and lane datasets."""
     n = len(records)
     if not -n <= index < n:
         raise IndexError(f"index {index} out of range for a dataset of {n} images")

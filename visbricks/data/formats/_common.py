@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
+from ..io import image_size, safe_join
 
 # labelme writes these into its class lists for mask rendering; they are not object classes
 # (a detection head adds its own background), so they never become class ids.
@@ -30,11 +31,61 @@ class ProblemLog:
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self.items: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str, str]] = []  # (cause, file, reason): entries dropped
 
     def add(self, file: str | Path, reason: str) -> None:
         if self.strict:
             raise DataError(f"{file}: {reason}")
         self.items.append((str(file), reason))
+
+    def skip(self, file: str | Path, reason: str, cause: str = "bad label(s)") -> None:
+        """``add``, for a labelled entry the reader drops: ``skipped`` keeps its ``cause`` (a
+        counted noun, "missing image(s)") so training can say how many were lost and why."""
+        self.add(file, reason)
+        self.skipped.append((cause, str(file), reason))
+
+
+def text_lines(path: Path, log: ProblemLog, where: str) -> list[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line of a UTF-8 list or label file. A line that
+    is not UTF-8 (a path in another encoding) is skipped into ``log`` as ``where:N`` instead of
+    failing the whole file; an unreadable file is a DataError naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    out = []
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            reason = f"not UTF-8 text ({e.reason} at byte {e.start}: {raw[:60]!r})"
+            log.skip(f"{where}:{n}", reason, "non-UTF-8 line(s)")
+            continue
+        if line.strip():
+            out.append((n, line))
+    return out
+
+
+def listed_image(
+    root: Path, file: str, where: str, log: ProblemLog, missing: str = "listed image not found"
+) -> tuple[Path, int, int] | None:
+    """``(path, width, height)`` of the image a label line names (relative to ``root``), or
+    None after logging why it is skipped: a path leaving ``root``, a missing file
+    (``missing: file``), or a header that does not read. The lane list formats share it."""
+    try:
+        image = safe_join(root, file)
+    except DataError as e:
+        log.skip(where, str(e))
+        return None
+    if not image.is_file():
+        log.skip(where, f"{missing}: {file}", "missing image(s)")
+        return None
+    try:
+        w, h = image_size(image)
+    except DataError as e:
+        log.skip(where, str(e), "unreadable image(s)")
+        return None
+    return image, w, h
 
 
 def drop_markers(names: Iterable[str]) -> list[str]:

@@ -25,9 +25,9 @@ import yaml
 from ...errors import DataError
 from ...ops.lanes import assign_slots
 from ...registry import DATASETS
-from ..io import image_size, safe_join
+from ..io import safe_join
 from ..lanes import LaneRecord, LaneSet
-from ._common import ProblemLog, place_image
+from ._common import ProblemLog, listed_image, place_image, text_lines
 from .base import DatasetFormat, is_yaml, read_yaml_mapping
 
 SLOTS = 4
@@ -92,9 +92,12 @@ class CULane(DatasetFormat):
         if not path.is_dir():
             return False
         for f in _lists(path).values():
-            first = f.read_text(encoding="utf-8").split("\n", 1)[0].split()
-            if first:
-                return lines_path(path / first[0].lstrip("/")).is_file()
+            try:  # the first line that decodes: a bad line is the reader's to report
+                lines = text_lines(f, ProblemLog(), f.name)
+            except DataError:
+                continue
+            if lines:
+                return lines_path(path / lines[0][1].split()[0].lstrip("/")).is_file()
         return False
 
     def splits(self, path: str | Path) -> list[str | None]:
@@ -119,38 +122,36 @@ class CULane(DatasetFormat):
         records = []
         for name in [split] if split is not None else list(lists):
             list_file = lists[name]
-            for n, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
-                parts = line.split()
-                if parts:
-                    rec = self._record(root, parts, f"{list_file.name}:{n}", log)
-                    if rec is not None:
-                        records.append(rec)
-        return LaneSet(root, records, log.items)
+            listed = f"list/{list_file.name}"  # as the user finds it under the root
+            for n, line in text_lines(list_file, log, listed):
+                rec = self._record(root, line.split(), f"{listed}:{n}", log)
+                if rec is not None:
+                    records.append(rec)
+        return LaneSet(root, records, log.items, skipped=log.skipped)
 
     @staticmethod
     def _record(root: Path, parts: list[str], where: str, log: ProblemLog) -> LaneRecord | None:
         file = parts[0].lstrip("/")
-        try:
-            image = safe_join(root, file)
-            w, h = image_size(image)
-        except DataError as e:
-            log.add(where, str(e))
+        found = listed_image(root, file, where, log)
+        if found is None:
             return None
+        image, w, h = found
         exist = None
         if len(parts) >= 2 + SLOTS:
             try:
                 exist = [int(v) for v in parts[2 : 2 + SLOTS]]
             except ValueError:
-                log.add(where, f"existence flags are not integers: {parts[2:]}")
+                log.skip(where, f"existence flags are not integers: {parts[2:]}")
                 return None
         lf = lines_path(image)
         try:
             lanes = parse_lines(lf.read_text(encoding="utf-8")) if lf.exists() else []
-        except ValueError as e:
-            log.add(str(lf), str(e))
+        except (OSError, ValueError) as e:  # ValueError: a bad number, or not UTF-8
+            log.skip(str(lf), str(e))
             return None
         if exist is not None and sum(exist) != len(lanes):
-            log.add(str(lf), f"{len(lanes)} lanes but {sum(exist)} existence flags set in {where}")
+            reason = f"{len(lanes)} lanes but {sum(exist)} existence flags set in {where}"
+            log.skip(str(lf), reason)
             return None
         return LaneRecord(file, w, h, lanes, exist=exist)
 

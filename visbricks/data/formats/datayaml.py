@@ -152,6 +152,8 @@ def holdout(ds: SetT, split: str, n_val: int, seed: int = 0, last: bool = False)
     # the box tasks' results files stay as they were.
     if hasattr(part, "category_ids"):  # box and mask sets; a lane set has no categories
         part = replace(part, category_ids=None)
+    if hasattr(part, "skipped") and split != "train":  # a lane set's dropped entries, as problems
+        part = replace(part, skipped=[])
     return part
 
 

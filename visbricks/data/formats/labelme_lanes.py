@@ -162,24 +162,25 @@ class LabelmeLanes(DatasetFormat):
                 rec = self._record(root, file, log)
                 if rec is not None:
                     records.append(rec)
-        return LaneSet(root, records, log.items)
+        return LaneSet(root, records, log.items, skipped=log.skipped)
 
     @staticmethod
     def _record(root: Path, file: Path, log: ProblemLog) -> LaneRecord | None:
         where = file.relative_to(root).as_posix()
         doc = _labelme_doc(file)
         if doc is None:
-            log.add(where, "not a labelme JSON (needs 'shapes' and 'imagePath')")
+            log.skip(where, "not a labelme JSON (needs 'shapes' and 'imagePath')")
             return None
         image_rel = _image_path(root, file, str(doc["imagePath"]))
         if image_rel is None:
             image = doc["imagePath"]
-            log.add(where, f"missing image {image!r} (imagePath; looked for beside the JSON)")
+            reason = f"missing image {image!r} (imagePath; looked for beside the JSON)"
+            log.skip(where, reason, "missing image(s)")
             return None
         try:
             w, h = image_size(safe_join(root, image_rel))
         except DataError as e:
-            log.add(where, f"image {image_rel}: {e}")
+            log.skip(where, f"image {image_rel}: {e}", "unreadable image(s)")
             return None
         said = (doc.get("imageWidth"), doc.get("imageHeight"))
         if said != (w, h):
@@ -196,7 +197,7 @@ class LabelmeLanes(DatasetFormat):
             try:
                 pts = np.asarray(shape.get("points") or [], float).reshape(-1, 2)
             except (TypeError, ValueError):
-                log.add(where, f"shape {i}: points are not [[x, y], ...] numbers")
+                log.skip(where, f"shape {i}: points are not [[x, y], ...] numbers")
                 return None
             label = str(shape.get("label", ""))
             lanes.append(pts)

@@ -23,9 +23,9 @@ import yaml
 
 from ...errors import DataError
 from ...registry import DATASETS
-from ..io import image_size, safe_join
+from ..io import safe_join
 from ..lanes import LaneRecord, LaneSet
-from ._common import ProblemLog, place_image
+from ._common import ProblemLog, listed_image, place_image, text_lines
 from .base import DatasetFormat, is_yaml, read_yaml_mapping
 
 _KEYS = ("lanes", "h_samples", "raw_file")
@@ -40,6 +40,14 @@ def split_of(stem: str) -> str:
     if stem in ("val", "val_label"):
         return "val"
     return stem
+
+
+def _benchmark_name(path: Path) -> bool:
+    """The benchmark's own label file names: such a file is TuSimple's whatever its first line
+    holds, so a broken one is reported instead of silently left out."""
+    return path.suffix == ".json" and (
+        path.stem.startswith("label_data") or path.stem == "test_label"
+    )
 
 
 def _is_label_file(path: Path) -> bool:
@@ -67,7 +75,7 @@ def _label_files(path: Path) -> dict[str, list[Path]]:
         return {split_of(path.stem): [path]}
     out = {}
     for f in sorted(path.glob("*.json")):
-        if _is_label_file(f):
+        if _benchmark_name(f) or _is_label_file(f):
             out.setdefault(split_of(f.stem), []).append(f)
     return out
 
@@ -107,6 +115,16 @@ def lane_xs(lane: np.ndarray, rows: np.ndarray) -> list[Any]:
     return out
 
 
+def _numbers(value: Any, what: str) -> list[float]:
+    """``value`` as a list of floats; ValueError names ``what`` and the first bad entry."""
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is {json.dumps(value)[:40]}, not a list of numbers")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{what} holds {json.dumps(v)[:40]}, not a number")
+    return [float(v) for v in value]
+
+
 @DATASETS.register("tusimple")
 class TuSimple(DatasetFormat):
     kind = "lanes"
@@ -118,8 +136,8 @@ class TuSimple(DatasetFormat):
     def sniff(cls, path: Path) -> bool:
         path = Path(path)
         if path.is_file():
-            return path.suffix == ".json" and _is_label_file(path)
-        return path.is_dir() and any(_is_label_file(f) for f in sorted(path.glob("*.json")))
+            return path.suffix == ".json" and (_benchmark_name(path) or _is_label_file(path))
+        return path.is_dir() and bool(_label_files(path))
 
     def splits(self, path: str | Path) -> list[str | None]:
         return list(_label_files(Path(path))) or [None]
@@ -146,42 +164,52 @@ class TuSimple(DatasetFormat):
         records = []
         for file in chosen:
             try:
-                lines = file.read_text(encoding="utf-8").splitlines()
-            except OSError as e:
+                lines = text_lines(file, log, file.name)
+            except DataError as e:
                 raise DataError(f"cannot read TuSimple labels {file}: {e}") from None
-            for n, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                where = f"{file.name}:{n}"
-                rec = self._record(line, root, where, log)
+            for n, line in lines:
+                rec = self._record(line, root, f"{file.name}:{n}", log)
                 if rec is not None:
                     records.append(rec)
-        return LaneSet(root, records, log.items)
+        return LaneSet(root, records, log.items, skipped=log.skipped)
 
     @staticmethod
     def _record(line: str, root: Path, where: str, log: ProblemLog) -> LaneRecord | None:
         try:
             doc = json.loads(line)
         except ValueError as e:
-            log.add(where, f"not JSON: {e}")
+            log.skip(where, f"not JSON: {e}")
+            return None
+        if not isinstance(doc, dict):
+            log.skip(where, f"a JSON {type(doc).__name__} ({line.strip()[:40]}), not an object")
             return None
         missing = [k for k in _KEYS if k not in doc]
         if missing:
-            log.add(where, f"missing key(s) {', '.join(missing)}")
+            log.skip(where, f"missing key(s) {', '.join(missing)}")
             return None
-        hs = [float(h) for h in doc["h_samples"]]
-        lanes = []
-        for k, xs in enumerate(doc["lanes"]):
-            if len(xs) != len(hs):
-                log.add(where, f"lane {k} has {len(xs)} values for {len(hs)} h_samples")
-                return None
-            lanes.append([(float(x), y) for x, y in zip(xs, hs) if x >= 0])
         try:
-            w, h = image_size(safe_join(root, doc["raw_file"]))
-        except DataError as e:
-            log.add(where, str(e))
+            hs = _numbers(doc["h_samples"], "h_samples")
+            if not isinstance(doc["lanes"], list):
+                raise ValueError(f"lanes is {json.dumps(doc['lanes'])[:40]}, not a list of lanes")
+            lane_xs = [_numbers(xs, f"lane {k}") for k, xs in enumerate(doc["lanes"])]
+            if not isinstance(doc["raw_file"], str):
+                raise ValueError(f"raw_file is {json.dumps(doc['raw_file'])[:40]}, not a path")
+        except ValueError as e:
+            log.skip(where, str(e))
             return None
-        return LaneRecord(str(doc["raw_file"]), w, h, lanes, h_samples=hs)
+        lanes = []
+        for k, xs in enumerate(lane_xs):
+            if len(xs) != len(hs):
+                log.skip(where, f"lane {k} has {len(xs)} values for {len(hs)} h_samples")
+                return None
+            # Negative x (the benchmark's -2) is "no point on this row"; NaN is kept, so a
+            # corrupt value is reported and skipped rather than silently dropped.
+            lanes.append([(x, y) for x, y in zip(xs, hs) if not x < 0])
+        found = listed_image(root, doc["raw_file"], where, log, "image not found")
+        if found is None:
+            return None
+        _, w, h = found
+        return LaneRecord(doc["raw_file"], w, h, lanes, h_samples=hs)
 
     def write(
         self,

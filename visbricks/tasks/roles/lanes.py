@@ -18,7 +18,7 @@ from ...config import Config
 from ...data.bundle import DataBundle
 from ...data.draw import draw_lanes
 from ...data.formats import format_names, get_format, read_task_split
-from ...data.lanes import LaneDataset, LaneSet, collate_lanes
+from ...data.lanes import LaneDataset, LaneSet, collate_lanes, trainable
 from ...data.normalize import denormalize, to_image
 from ...engine.plots import save_image_grid
 from ...errors import ConfigError, DataError
@@ -59,6 +59,9 @@ class LaneData(DataRole):
         # The data layer's one path, as for boxes and masks: split files, or a seeded holdout
         # when the folder has no val split (a flat labelme folder).
         ds = read_task_split(root, d.format, "lanes", split, None, d.strict)
+        # Images lost to missing files, bad label lines, non-finite points or labels for another
+        # image size: warned and counted together, never silently (data.strict: an error).
+        ds = trainable(ds, d.strict, f"labelled images of split {split!r} in {root}")
         if len(ds) == 0:
             raise DataError(f"{root}: split {split!r} has no images")
         return ds
@@ -77,6 +80,7 @@ class LaneData(DataRole):
                 seg_stride=SEG_STRIDE if self.cfg.model.aux_seg and part == "train" else None,
                 seed=self.cfg.seed,
                 extend_lanes=bool(d.extend_lanes),
+                strict=bool(d.strict),
             )
         return DataBundle(datasets["train"], datasets["val"], self.classes, collate_lanes)
 
