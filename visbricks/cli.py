@@ -163,11 +163,56 @@ def _eval_out(out: str | None, run) -> Path:
     from .engine.rundir import check_output, run_dir_of
 
     if out:
-        return check_output(out, [run.weights], "eval --out")
+        # Not inside the evaluated data either: the next eval would read confusion_matrix.png as
+        # an image of the split. The dataset folder: data.root, or the folder of its YAML/JSON.
+        sources: list[Path] = [run.weights]
+        if run.cfg.data.root:
+            root = Path(run.cfg.data.root).expanduser()
+            sources.append(root.parent if root.is_file() else root)
+        return check_output(out, sources, "eval --out")
     run_dir = run_dir_of(run.weights)
     if run_dir is not None:
         return run_dir / "eval"
     return run.weights.parent / f"{run.weights.stem}-eval"
+
+
+def _eval_command(args: argparse.Namespace) -> dict:
+    """``eval``: trained weights on a split, or with ``--predictions`` a prediction file scored
+    against labels (no model)."""
+    if args.predictions is not None:
+        return _eval_predictions(args)
+    for flag, value in (("--format", args.format), ("--ignore-index", args.ignore_index)):
+        if value is not None:
+            raise VisbricksError(f"eval {flag} goes with --predictions (scoring a file)")
+    return _eval(args)
+
+
+def _eval_predictions(args: argparse.Namespace) -> dict:
+    """``eval --predictions PRED LABELS``: ``metrics/score_files.py`` does the scoring."""
+    from .engine.rundir import check_output
+    from .errors import ConfigError
+    from .metrics.score_files import check_inputs, default_out, labels_folder, score_files
+
+    labels = args.weights  # the positional names the labels here
+    if args.overrides or args.backend:
+        given = " ".join(args.overrides) or f"--backend {args.backend}"
+        raise ConfigError(f"eval --predictions scores a file against labels; {given} does not "
+                          "apply (it takes PRED LABELS, --format, --split, --ignore-index, --out)")
+    check_inputs(args.predictions, labels)
+    out = args.out or default_out(args.predictions, labels)
+    # Checked before scoring, written after: a refused --out leaves nothing behind.
+    out = check_output(out, [args.predictions, labels, labels_folder(labels)], "eval --out")
+    scored = score_files(args.predictions, labels, args.format, args.split, args.ignore_index)
+    print(f"scored {args.predictions} ({scored.format}) against {scored.labels}: "
+          f"{scored.images} images")
+    for warning in scored.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for k, v in scored.result.metrics.items():
+        print(f"  {k:<24} {v:.4f}")
+    print(scored.result.table)
+    path = scored.result.save(out)
+    print(f"written: {path}")
+    return scored.result.metrics
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -497,10 +542,22 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--out", help="folder for lr_find.png/.csv (default: runs/tune/<name>)")
     tl.set_defaults(func=_tune_lr)
 
-    e = sub.add_parser("eval", help="metrics of trained weights on the val (or --split) split")
-    e.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
+    e = sub.add_parser(
+        "eval",
+        help="metrics of trained weights on the val (or --split) split, or of a prediction file "
+        "(--predictions PRED LABELS)",
+    )
+    e.add_argument(
+        "weights",
+        help="run folder, best.safetensors, last.ckpt, .onnx or .pt2; with --predictions: the "
+        "labels (a dataset folder or data YAML, or a TuSimple/COCO JSON, CULane list, label PNGs)",
+    )
     e.add_argument("overrides", nargs="*", help="key=value, e.g. data.root=other/data")
-    e.add_argument("--out", help="folder for metrics.json and plots (default: <run>/eval)")
+    e.add_argument(
+        "--out",
+        help="folder for metrics.json and plots (default: <run>/eval; with --predictions: "
+        "<PRED name>-eval beside PRED)",
+    )
     e.add_argument(
         "--split",
         default="val",
@@ -511,7 +568,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["eager", "onnxruntime", "pt2"],
         help="run in this backend (default: from the file type; .onnx, .pt2 or weights)",
     )
-    e.set_defaults(func=_eval)
+    e.add_argument(
+        "--predictions",
+        metavar="PRED",
+        help="score this prediction file against the labels, no model: TuSimple JSON lines, a "
+        "folder of CULane .lines.txt, COCO results JSON (boxes, RLE masks), or a folder of "
+        "class-index PNGs",
+    )
+    e.add_argument(
+        "--format",
+        choices=["auto", "tusimple", "culane", "coco", "masks"],
+        help="layout of --predictions (default auto: from the file's extension and content)",
+    )
+    e.add_argument(
+        "--ignore-index",
+        type=int,
+        help="masks: the label value that means unlabelled (default: the dataset's, else 255)",
+    )
+    e.set_defaults(func=_eval_command)
 
     r = sub.add_parser("report", help="offline HTML report of a run: metrics, curves, errors")
     r.add_argument("run", help="run folder, best.safetensors or last.ckpt")

@@ -1,4 +1,4 @@
-"""COCO box metrics (AP[.5:.95], AP50, AP75, AP/AR by size, AR@1/10/100) through pycocotools.
+"""COCO box and mask metrics (AP, AP50, AP75, AP/AR by size, AR@1/10/100) through pycocotools.
 
 The numbers come from pycocotools' ``COCOeval`` itself, never from a re-implementation, so they are
 the numbers papers report. The ground truth is built once per evaluation straight from a
@@ -155,7 +155,9 @@ def _quiet(verbose: bool):
             yield
 
 
-def _load_results(results: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _load_results(
+    results: str | Path | Sequence[dict[str, Any]], iou_type: str = "bbox"
+) -> list[dict[str, Any]]:
     if isinstance(results, (str, Path)):
         try:
             loaded = json.loads(Path(results).read_text())
@@ -170,11 +172,13 @@ def _load_results(results: str | Path | Sequence[dict[str, Any]]) -> list[dict[s
         loaded, where = list(results), "results"
     # loadRes adds keys to the dicts it is given; copies keep the caller's list untouched.
     out = []
+    # A segm result needs its mask, not a box (loadRes derives the box from the RLE).
+    shape_key = "segmentation" if iou_type == "segm" else "bbox"
     for k, r in enumerate(loaded):
-        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in r]
+        missing = [key for key in ("image_id", "category_id", shape_key, "score") if key not in r]
         if missing:
             raise DataError(f"{where}: detection {k} lacks {missing}")
-        if len(r["bbox"]) != 4:
+        if "bbox" in r and len(r["bbox"]) != 4:
             raise DataError(f"{where}: detection {k} has bbox {r['bbox']}, expected [x, y, w, h]")
         out.append(dict(r))
     return out
@@ -240,8 +244,9 @@ def evaluate_coco(
     results: str | Path | Sequence[dict[str, Any]],
     backend: str = "auto",
     verbose: bool = False,
+    iou_type: str = "bbox",
 ) -> dict[str, float]:
-    """COCO box metrics: the 12 ``COCOeval.stats`` named as in :data:`COCO_STAT_NAMES`.
+    """COCO box (or mask) metrics: the 12 ``COCOeval.stats`` named as in :data:`COCO_STAT_NAMES`.
 
     ``gt``: a DetectionSet (its COCO ground truth is built here, once) or a ready ``COCO`` object
     (annotation ids <= 0 are renumbered first, see ``_ground_truth``).
@@ -250,12 +255,15 @@ def evaluate_coco(
     ground truth (pycocotools' ``loadRes`` would crash). -1 is pycocotools' "no ground truth in
     this area range" and is passed through. ``backend``: ``"auto"`` (faster-coco-eval's C++
     evaluator when installed, same numbers; else pycocotools), ``"pycocotools"`` or
-    ``"faster_coco_eval"``.
+    ``"faster_coco_eval"``. ``iou_type``: ``"bbox"`` or ``"segm"`` (mask IoU: every result needs
+    an RLE ``segmentation`` and the ground truth's objects their masks).
     """
+    if iou_type not in ("bbox", "segm"):
+        raise ConfigError(f"unknown COCO iou_type {iou_type!r}; choose 'bbox' or 'segm'")
     coco_cls, eval_cls = _backend(backend)
     with _quiet(verbose):
         gt_coco = _ground_truth(gt, coco_cls)
-        dets = _load_results(results)
+        dets = _load_results(results, iou_type)
         _check_ids(gt_coco, dets, str(results) if isinstance(results, (str, Path)) else "results")
         if dets:
             dt_coco = gt_coco.loadRes(dets)
@@ -267,7 +275,7 @@ def evaluate_coco(
                 "annotations": [],
             }
             dt_coco.createIndex()
-        evaluator = eval_cls(gt_coco, dt_coco, "bbox")
+        evaluator = eval_cls(gt_coco, dt_coco, iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
