@@ -25,6 +25,16 @@ def _few_threads():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_home(tmp_path_factory):
+    # coco_masks rasterises into $XDG_CACHE_HOME/visbricks: tests (and the console scripts they
+    # start, which inherit the environment) never fill the real user's cache.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def shapes_small(tmp_path_factory) -> Path:
     """The shapes ImageFolder + multi-label CSVs at 32 px, generated once per test session."""

@@ -99,6 +99,8 @@ def test_tiny_unet_overfits_four_images(blocks, tmp_path):
         tmp_path,
         "model.head_args={channels: 16, out_stride: 1}",
         "data.aug={scale_jitter: null, hflip: 0, photometric: 0, crop: false}",
+        # Scored on the training split's dataset, which carries no original-size labels.
+        "eval.resolution=network",
     )
     task = build_task(cfg)
     data = task.build_data()
@@ -139,7 +141,10 @@ def test_command_line_train_eval_predict(blocks, tmp_path, capsys):
     assert "mIoU" in out and "disc" in out and "bar" in out  # the per-class table
     main(["predict", str(run), str(blocks / "images" / "val"), "--out", str(tmp_path / "pred")])
     written = sorted(p.name for p in (tmp_path / "pred").iterdir())
-    assert written == ["0.png", "1.png", "2.png", "3.png", "predictions.json"]
+    assert written == ["0.png", "1.png", "2.png", "3.png", "masks", "predictions.json"]
+    # Beside each drawing, its class-index PNG (tests/test_segment_original_resolution.py
+    # checks its values against eval).
+    assert sorted(p.name for p in (tmp_path / "pred" / "masks").iterdir()) == written[:4]
     from visbricks.data.io import read_image
 
     # overlay | colour-mapped mask | legend, at the original image height

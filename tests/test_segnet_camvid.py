@@ -15,7 +15,7 @@ from PIL import Image
 from readme_harness import check_outcome
 from readme_harness import run as run_cli
 
-from tests.conftest import shared_data
+from conftest import shared_data
 from visbricks.cli import main
 from visbricks.data.check import check_dataset
 from visbricks.data.formats import convert, find_format, get_format, read_task_split

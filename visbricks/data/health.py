@@ -137,13 +137,20 @@ def _detection_split(ds: Any, records: Sequence[Any], classes: list[str] | None)
             r.file,
             [int(x) for x in r.labels],
             None if masks else np.asarray(r.boxes, dtype=np.float32).reshape(-1, 4),
-            ds.root / r.mask_file if r.mask_file else None,
+            _mask_path(ds, r) if r.mask_file else None,
         )
         for r in records
         if not masks or r.mask_file
     ]
     ignore = int(getattr(ds, "ignore_index", 255))
     return _Split("masks" if masks else "boxes", items, list(classes or ds.classes), ignore)
+
+
+def _mask_path(ds: Any, record: Any) -> Path:
+    # A mask set knows where its masks are (coco_masks': a cache outside the dataset root).
+    if hasattr(ds, "mask_path"):
+        return ds.mask_path(record)
+    return ds.root / record.mask_file
 
 
 def _paths_split(files: Sequence[Path], classes: list[str] | None) -> _Split:

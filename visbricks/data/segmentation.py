@@ -1,8 +1,11 @@
 """Semantic-segmentation data: a Dataset of (image, class-index mask) and mask-aware augmentation.
 
 Items are ``{"image": float CHW, "semantic": int64 (H, W), "orig_size": (h, w),
-"letterbox": (scale, pad_x, pad_y)}``; :func:`~visbricks.data.collate.pad_collate` stacks them
-and pads ``semantic`` with the ignore index. The mask is a ``tv_tensors.Mask`` (our
+"letterbox": (scale, pad_x, pad_y)}`` and, for a dataset built with ``keep_original=True``,
+``"semantic_original"``: the untransformed uint8 label map at the image's own size (255 =
+ignore), which evaluation at the original resolution scores against;
+:func:`~visbricks.data.collate.pad_collate` stacks ``semantic``, padded with the ignore index, and
+keeps ``semantic_original`` as a list (the sizes differ). The mask is a ``tv_tensors.Mask`` (our
 :class:`~visbricks.data.transforms.SemanticMask`) through every transform, so torchvision v2
 moves it with the image and resizes it with nearest-neighbour (never interpolating class ids),
 and padding fills it with the ignore index, not background.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -239,7 +243,11 @@ class SegmentationDataset(Dataset):
     A sample that cannot be read — unreadable file, or a mask whose size differs from its
     image — is warned about, counted and replaced by the next one (``strict=True`` raises).
     Mask values outside ``0..C-1`` other than the ignore index are mapped to the ignore index
-    (``visbricks data check`` lists them), so a stray label never reaches the loss.
+    (``visbricks data check`` lists them, :func:`warn_stray_labels` counts them once), so a
+    stray label never reaches the loss. Masks of the wrong size are already dropped, counted,
+    by the readers; the check here catches a file changed since.
+    ``keep_original``: every item also carries that label map untransformed
+    (``semantic_original``), for scoring at the original resolution.
     """
 
     def __init__(
@@ -249,8 +257,10 @@ class SegmentationDataset(Dataset):
         *,
         strict: bool = False,
         cache: bool | int = False,
+        keep_original: bool = False,
     ) -> None:
         self.dataset = dataset
+        self.keep_original = keep_original
         self.records = [r for r in dataset.records if r.mask_file is not None]
         self.transform = transform
         self.strict = strict
@@ -278,7 +288,7 @@ class SegmentationDataset(Dataset):
 
         def read() -> tuple[np.ndarray, np.ndarray]:
             image = read_image(safe_join(self.dataset.root, record.file))
-            mask, _ = read_mask(safe_join(self.dataset.root, record.mask_file))
+            mask, _ = read_mask(self.dataset.mask_path(record))
             if mask.shape != image.shape[:2]:
                 raise DataError(
                     f"mask {record.mask_file} is {mask.shape[1]}×{mask.shape[0]} but its image "
@@ -304,12 +314,17 @@ class SegmentationDataset(Dataset):
         img = sample["image"]
         if not img.is_floating_point():
             img = F.to_dtype(img, torch.float32, scale=True)
-        return {
+        item = {
             "image": img.as_subclass(torch.Tensor),
             "semantic": sample["semantic"].as_subclass(torch.Tensor).long(),
             "orig_size": tuple(mask.shape),
             "letterbox": tuple(sample.get("letterbox", (1.0, 0, 0))),
         }
+        if self.keep_original:
+            # uint8, not int64: an original-size map per image is the bulk of a val batch.
+            # A copy: the decode cache keeps ``mask``, and a batch must not alias it.
+            item["semantic_original"] = torch.from_numpy(mask.copy())
+        return item
 
 
 def check_masks(dataset: SegmentationSet) -> list[tuple[str, str]]:
@@ -331,7 +346,7 @@ def scan_masks(dataset: SegmentationSet) -> tuple[list[tuple[str, str]], np.ndar
         if r.mask_file is None:
             continue  # already among dataset.problems
         try:
-            mask, _ = read_mask(safe_join(dataset.root, r.mask_file))
+            mask, _ = read_mask(dataset.mask_path(r))
         except DataError as e:
             problems.append((r.mask_file, str(e)))
             continue
@@ -355,6 +370,47 @@ def scan_masks(dataset: SegmentationSet) -> tuple[list[tuple[str, str]], np.ndar
                 )
             )
     return problems, counts
+
+
+def warn_stray_labels(dataset: SegmentationSet, where: str, strict: bool = False) -> None:
+    """One warning when masks of ``dataset`` hold label values that are neither a class id nor
+    the ignore index: how many masks and pixels, which values, an example file (``strict``: a
+    DataError instead). :class:`SegmentationDataset` maps such pixels to the ignore index so they
+    never reach the loss; this says so once, before training, instead of silently. Reads every
+    mask once; ``where`` starts the message ("the train split of PATH")."""
+    c, ignore = len(dataset.classes), dataset.ignore_index
+    counts = np.zeros(256, dtype=np.int64)
+    images, masks, example = 0, 0, ""
+    for r in dataset.records:
+        if r.mask_file is None:
+            continue
+        try:
+            mask, _ = read_mask(dataset.mask_path(r))
+        except DataError:
+            continue  # the sample's own skip names it when it is loaded
+        masks += 1
+        found = np.bincount(mask.ravel(), minlength=256)
+        found[: min(c, 256)] = 0
+        found[ignore] = 0
+        if found.any():
+            images += 1
+            counts += found
+            example = example or str(r.mask_file)
+    if not images:
+        return
+    values = [int(v) for v in np.flatnonzero(counts)]
+    shown = f"{values[:10]}" + (f" and {len(values) - 10} more" if len(values) > 10 else "")
+    message = (
+        f"{images} of {masks} masks hold label values {shown} ({int(counts.sum())} pixels) "
+        f"outside the {c} classes (0..{c - 1}) and not the ignore index {ignore}, e.g. {example}"
+    )
+    if strict:
+        raise DataError(f"{where}: {message} (data.strict=true)")
+    warnings.warn(
+        f"{where}: {message}; they are ignored in training and metrics (if they are classes, "
+        "give data.classes; if they mean unlabelled, data.ignore_index)",
+        stacklevel=2,
+    )
 
 
 def class_pixel_counts(dataset: SegmentationDataset, limit: int | None = None) -> np.ndarray:

@@ -6,8 +6,11 @@ import glob
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
+from ..data.formats.masks import write_mask
 from ..data.io import is_image_file, read_image, write_image
 from ..errors import DataError
 from .loading import LoadedRun
@@ -56,9 +59,12 @@ def predict(
 ) -> Path:
     """Write annotated outputs and ``<out>/predictions.json``.
 
-    Images (a file, folder or glob) give ``<out>/<image stem>.png``; a video gives
+    Images (a file, folder or glob) give ``<out>/<image stem>.png``; a task with a per-pixel
+    class map (``segment``) also writes it, at the image's own size, as
+    ``<out>/masks/<image stem>.png`` (class index per pixel: 8-bit greyscale, 16-bit beyond 256
+    classes), named in the image's JSON entry as ``"mask"``. A video gives
     ``<out>/<video stem>.mp4`` with every frame annotated, at the input's frame rate, and one
-    JSON entry per frame.
+    JSON entry per frame (no class-map PNGs).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +97,26 @@ def _predict_files(run, model, files: list[Path], out_dir: Path, batch_size: int
                     n += 1
             names.add(name)
             write_image(out_dir / name, run.task.annotate(image, pred))
-            results.append({"file": str(file), **_public(pred)})
+            entry = {"file": str(file), **_public(pred)}
+            index = run.task.index_map(pred)
+            if index is not None:
+                folder, classes = index
+                write_index_png(out_dir / folder / name, classes)
+                entry["mask"] = f"{folder}/{name}"
+            results.append(entry)
     return results
+
+
+def write_index_png(path: Path, classes: np.ndarray) -> None:
+    """A class map as a lossless PNG whose pixel values are the class ids: 8-bit greyscale
+    ('L') for a uint8 map (a model of at most 256 classes: every image of a run alike), else
+    16-bit ('I;16')."""
+    classes = np.asarray(classes)
+    if classes.dtype == np.uint8:
+        write_mask(path, classes)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(classes.astype(np.uint16)).save(path)
 
 
 def _predict_video(run, model, source: Path, out_dir: Path, batch_size: int, device):

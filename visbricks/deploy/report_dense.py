@@ -38,6 +38,16 @@ class SegmentView(ErrorView):
         self.worst = Worst(limit)
 
     def collect(self, batch: dict, predictions: Any, targets: Any, start: int) -> None:
+        if isinstance(predictions, list):
+            # eval.resolution=original: one map per image at its own size, drawn on the photo.
+            for j, (p, t) in enumerate(zip(predictions, targets)):
+                pred, truth = p.detach().cpu().numpy(), t.detach().cpu().numpy()
+                iou = image_iou(pred, truth, len(self.classes), IGNORE_INDEX)
+                self.worst.offer(
+                    1.0 - iou,
+                    lambda p=pred, t=truth, i=start + j, iou=iou: self._original_item(p, t, i, iou),
+                )
+            return
         preds = predictions.detach().cpu().numpy()
         truths = targets.detach().cpu().numpy()
         for j in range(len(preds)):
@@ -45,6 +55,11 @@ class SegmentView(ErrorView):
             self.worst.offer(
                 1.0 - iou, lambda j=j, iou=iou: self._item(batch, preds, truths, j, start + j, iou)
             )
+
+    def _original_item(self, pred: np.ndarray, truth: np.ndarray, index: int, iou: float) -> Item:
+        rec = self.dataset.records[index]
+        file = safe_join(self.dataset.dataset.root, rec.file)
+        return self._drawn(pred, truth, index, iou, lambda: read_image(file))
 
     def _item(self, batch: dict, preds: Any, truths: Any, j: int, index: int, iou: float) -> Item:
         # The letterboxed input cropped to the image's own window (padding is ignored anyway).
@@ -54,13 +69,20 @@ class SegmentView(ErrorView):
         window = (slice(pad_y, pad_y + nh), slice(pad_x, pad_x + nw))
         image = network_image(self.task, batch["image"][j])[window].copy()
         pred, truth = preds[j][window].copy(), truths[j][window].copy()
+        return self._drawn(pred, truth, index, iou, lambda: image)
+
+    def _drawn(
+        self, pred: np.ndarray, truth: np.ndarray, index: int, iou: float, photo: Any
+    ) -> Item:
+        """The record and drawing of one image; ``photo()`` gives the RGB image the maps are
+        the size of (the network's input window, or the original photo)."""
         wrong = error_mask(pred, truth, IGNORE_INDEX)
         valid = truth != IGNORE_INDEX
         rec = self.dataset.records[index]
         record = {
             "index": index,
             "file": str(safe_join(self.dataset.dataset.root, rec.file)),
-            "mask_file": str(safe_join(self.dataset.dataset.root, rec.mask_file)),
+            "mask_file": str(self.dataset.dataset.mask_path(rec)),
             "iou": round(iou, 5),
             "wrong_pixels": round(float(wrong.sum() / max(valid.sum(), 1)), 5),
             "truth_pixels": self._shares(truth),
@@ -69,6 +91,7 @@ class SegmentView(ErrorView):
 
         def draw() -> np.ndarray:
             bg = _background(self.classes)
+            image = photo()
             panels = [
                 overlay_mask(image, pred, alpha=0.55, background=bg),
                 overlay_mask(image, truth, alpha=0.55, background=bg),

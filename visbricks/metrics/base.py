@@ -34,12 +34,16 @@ class EvalResult:
     …); each evaluator documents its keys.
     ``files``: output file name → writer (confusion_matrix.png, pr_curve.png,
     coco_results.json, depth.png …); :meth:`plots` writes them.
+    ``info``: how the numbers were computed, as text (``{"val/resolution": "original"}``):
+    saved beside the metrics in metrics.json, kept out of ``metrics`` so that stays numbers only
+    (results.csv, best.yaml and the printed list format every entry as a float).
     """
 
     metrics: dict[str, float]
     table: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     files: dict[str, FileWriter] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
 
     def plots(self, out_dir: str | Path) -> list[Path]:
         """Write every figure and file of this result into ``out_dir``; returns their paths."""
@@ -53,12 +57,13 @@ class EvalResult:
         return written
 
     def save(self, out_dir: str | Path, name: str = "metrics.json") -> Path:
-        """``metrics`` as JSON in ``out_dir`` (atomic) plus everything :meth:`plots` writes."""
+        """``metrics`` and ``info`` as one JSON object in ``out_dir`` (atomic) plus everything
+        :meth:`plots` writes."""
         from ..files import atomic_write_text
 
         self.plots(out_dir)
         path = Path(out_dir) / name
-        atomic_write_text(path, json.dumps(self.metrics, indent=1))
+        atomic_write_text(path, json.dumps({**self.metrics, **self.info}, indent=1))
         return path
 
     def __getitem__(self, key: str) -> float:

@@ -58,7 +58,6 @@ from ..data.formats.base import SPLITS, is_yaml
 from ..data.formats.culane import CULane
 from ..data.formats.masks import IGNORE_INDEX, read_mask
 from ..data.formats.tusimple import _label_files
-from ..data.io import safe_join
 from ..data.lanes import LaneSet
 from ..errors import ConfigError, DataError
 from .base import EvalResult, fmt
@@ -601,7 +600,7 @@ def _mask_labels(
     for r in ds.records:
         if not r.mask_file:
             continue
-        mask = safe_join(ds.root, r.mask_file)
+        mask = ds.mask_path(r)  # coco_masks' rasterised masks live in a cache, not the root
         # The image's stem is what predict names its maps after; the mask's own stem (CamVid's
         # <stem>_L, a mask suffix) is accepted too.
         for stem in dict.fromkeys((Path(r.file).stem, mask.stem)):

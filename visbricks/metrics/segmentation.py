@@ -106,29 +106,56 @@ def format_table(
     return "\n".join(lines)
 
 
+# What ``resolution`` means, as the table says it (the task decides which one it feeds).
+RESOLUTIONS = {
+    "original": "scored at each label's original resolution (logits resized back, as mmseg)",
+    "network": "scored at the network input resolution (labels resized to it, nearest)",
+}
+
+
 class SegmentationEvaluator(Evaluator):
     """One confusion matrix over a split: ``reset``, ``update`` per batch, ``compute``.
 
     ``update(predictions, targets)``: ``predictions`` are (N, C, H, W) logits or (N, H, W) label
-    maps, ``targets`` (N, H, W) label maps with ``ignore_index`` where unlabelled. ``compute``
-    returns an :class:`EvalResult` whose ``details`` hold ``matrix`` (rows = truth) and per-class
-    arrays ``iou``, ``class_acc``, ``gt_pixels``, ``pred_pixels``; ``files`` writes
-    ``confusion_matrix.png``.
+    maps, ``targets`` (N, H, W) label maps with ``ignore_index`` where unlabelled; or both are
+    lists of one (H, W) label map per image, whose sizes may differ (images scored at their own
+    resolution). ``compute`` returns an :class:`EvalResult` whose ``details`` hold ``matrix``
+    (rows = truth) and per-class arrays ``iou``, ``class_acc``, ``gt_pixels``, ``pred_pixels``;
+    ``files`` writes ``confusion_matrix.png``. ``resolution`` (``original`` | ``network`` |
+    None) only labels the result — the table's last line and ``info["<split>/resolution"]`` —
+    it is the caller that feeds maps at that resolution.
     """
 
     def __init__(
-        self, classes: list[str], ignore_index: int = IGNORE_INDEX, prefix: str = "val"
+        self,
+        classes: list[str],
+        ignore_index: int = IGNORE_INDEX,
+        prefix: str = "val",
+        resolution: str | None = None,
     ) -> None:
+        if resolution is not None and resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {sorted(RESOLUTIONS)} or None")
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         self.ignore_index = ignore_index
+        self.resolution = resolution
         super().__init__(prefix)
 
     def reset(self) -> None:
         super().reset()
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
 
-    def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(
+        self,
+        predictions: torch.Tensor | list[torch.Tensor],
+        targets: torch.Tensor | list[torch.Tensor],
+    ) -> None:
+        if isinstance(predictions, (list, tuple)):
+            if len(predictions) != len(targets):
+                raise DataError(f"{len(predictions)} predictions for {len(targets)} targets")
+            for p, t in zip(predictions, targets):
+                self.update(p[None], t[None])  # one image at a time: sizes differ
+            return
         if predictions.ndim == targets.ndim + 1:
             predictions = predictions.argmax(1)
         self.matrix += confusion_matrix(
@@ -145,6 +172,11 @@ class SegmentationEvaluator(Evaluator):
         per_class = {k: m[k] for k in ("iou", "class_acc", "gt_pixels", "pred_pixels")}
         matrix = self.matrix.numpy().copy()
         classes = self.classes
+        table = format_table(classes, per_class, metrics, self.prefix)
+        info = {}
+        if self.resolution is not None:
+            info[self.key("resolution")] = self.resolution
+            table += f"\n{RESOLUTIONS[self.resolution]}"
 
         def write_matrix(path: Path) -> None:
             from .detection_plots import plot_confusion_matrix
@@ -160,7 +192,8 @@ class SegmentationEvaluator(Evaluator):
 
         return EvalResult(
             metrics=metrics,
-            table=format_table(classes, per_class, metrics, self.prefix),
+            table=table,
             details={"matrix": matrix, **per_class},
             files={"confusion_matrix.png": write_matrix},
+            info=info,
         )

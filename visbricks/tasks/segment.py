@@ -7,8 +7,16 @@ strides 4–32), a decoder head (``unet``, ``fpn``, ``deeplabv3plus``, ``fcn`` i
 OHEM, Dice) in ``models.seg_losses``; the dataset-level confusion-matrix metrics in
 ``metrics.segmentation``; drawing in ``data.draw``.
 
-Evaluation runs at the network's input resolution (letterboxed to ``img_size``, padding ignored),
-like mmseg's "whole" mode on resized data; ``predict`` maps masks back to the original image.
+Evaluation — training's validation and ``visbricks eval`` alike — scores at the resolution
+``eval.resolution`` names (docs/architecture.md §1):
+
+- ``original`` (default, as mmseg): the network sees the image letterboxed to ``img_size``; each
+  image's logits are mapped back (padding cut, bilinear to its own size) and the argmax is
+  compared with its label map as read — the same map ``predict`` writes, so scoring
+  ``predict``'s index masks gives ``eval``'s numbers;
+- ``network``: the argmax at ``img_size`` against the label resized there by nearest neighbour
+  (padding ignored) — cheaper, and labelled as such in the table and metrics.json.
+
 Mask data, letterboxing and drawing are the mask roles (``tasks/roles/masks.py``).
 """
 
@@ -21,12 +29,18 @@ from torch.utils.data import Dataset
 from ..config import Config, section_kwargs
 from ..data.formats.masks import SegmentationSet
 from ..data.segmentation import class_pixel_counts, median_frequency_weights
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..metrics.segmentation import IGNORE_INDEX, SegmentationEvaluator
 from ..models.seg_losses import SegmentationLoss
 from ..registry import TASKS
 from .base import Task
-from .roles.masks import SEGMENT_YAML, MaskData, MaskPredictor, _is_background
+from .roles.masks import (
+    SEGMENT_YAML,
+    MaskData,
+    MaskPredictor,
+    _is_background,
+    original_class_map,
+)
 
 __all__ = ["SEGMENT_YAML", "SegmentTask", "_is_background"]
 
@@ -72,7 +86,28 @@ class SegmentTask(MaskData, MaskPredictor, Task):
 
     # ---- evaluation ---------------------------------------------------------------------------
     def evaluator(self, dataset: Dataset, split: str = "val") -> SegmentationEvaluator:
-        return SegmentationEvaluator(self.classes, IGNORE_INDEX, prefix=split)
+        return SegmentationEvaluator(
+            self.classes, IGNORE_INDEX, prefix=split, resolution=self.eval_resolution
+        )
 
-    def eval_pairs(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return outputs["logits"].argmax(1), batch["semantic"]
+    def eval_pairs(
+        self, outputs: dict, batch: dict
+    ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | list[torch.Tensor]]:
+        """Network resolution: the batch's (N, H, W) maps as they are. Original resolution: one
+        (h, w) map per image, mapped back as ``predict`` maps it, with its label as read."""
+        if self.eval_resolution == "network":
+            return outputs["logits"].argmax(1), batch["semantic"]
+        originals = batch.get("semantic_original")
+        if originals is None:
+            raise DataError(
+                "eval.resolution=original scores against each image's label map as read, which "
+                "this batch does not carry (a training split's dataset?); evaluate the task's "
+                "val dataset or set eval.resolution=network"
+            )
+        # Image by image: sizes differ, and one original-size logit map at a time keeps
+        # memory bounded by the largest image, not the batch.
+        preds = [
+            original_class_map(lg, size, box)
+            for lg, size, box in zip(outputs["logits"], batch["orig_size"], batch["letterbox"])
+        ]
+        return preds, originals

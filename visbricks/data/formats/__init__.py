@@ -169,7 +169,8 @@ def read_task_split(
     A data YAML names its own format (a different ``fmt`` is an error) and its own split rules.
     A dataset without a val split — no splits at all (a VOC folder without ImageSets, a bare
     ``images/`` + ``masks/``) or only ``train`` (CamVid's SegNet layout as distributed) — is
-    divided deterministically: ``AUTO_VAL_FRACTION`` of it, chosen with seed 0, is ``val``.
+    divided deterministically: ``AUTO_VAL_FRACTION`` of it, chosen with seed 0, is ``val``; one
+    of a single image cannot be, and its ``val`` is a DataError (never val == train unsaid).
     ``ignore_index`` (mask formats only) is the label value that means unlabelled, e.g.
     CamVid's void = 11; None keeps the dataset's own.
     """
@@ -208,8 +209,15 @@ def read_task_split(
                     root, n_val, len(ds.records), f"{source} " if source else "",
                 )
             return holdout(ds, split, n_val, seed=0)
-        if split == "val" and source == "train":
-            raise DataError(f"data.root: {root} has no val split and too few images to hold out")
+        if split == "val":
+            # One image cannot be divided: validating on the training image would score a run
+            # on what it trained on, so it is refused, as for a train-only split (box or mask).
+            n = len(ds.records)
+            raise DataError(
+                f"data.root: {root} has no val split and too few images to hold out ({n} "
+                f"image{'s' * (n != 1)}): add images, or a val split (a data YAML whose val "
+                "names the same images validates on them knowingly)"
+            )
         return ds
     return reader.read(root, split=split, classes=classes, strict=strict, **options)
 

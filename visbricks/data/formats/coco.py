@@ -22,7 +22,7 @@ from ...errors import ConfigError, DataError
 from ...registry import DATASETS
 from ..io import image_size, safe_join
 from ..records import DetectionSet, ImageRecord
-from ..rle import rle_area, to_rle
+from ..rle import rle_area, to_rle, usable_segmentation
 from ._common import LABELME_MARKERS, ProblemLog, place_image, repair_boxes, unique_names
 from .base import SPLITS
 from .datayaml import DataSpec, DetectionFormat
@@ -48,7 +48,7 @@ def read_coco(
     fixes the class order by category *name*; categories outside it are unknown classes.
     """
     json_path = Path(json_path)
-    data = _load(json_path)
+    data, _ = load_coco_json(json_path)
     images_dir = Path(images) if images is not None else _guess_images(json_path, data, search)
     if not images_dir.is_dir():
         raise DataError(f"COCO image folder not found: {images_dir} (for {json_path})")
@@ -67,7 +67,9 @@ def read_coco(
                 f"{ann.get('image_id')}; skipped",
             )
         elif ann["image_id"] in by_id:  # else its image was skipped, and reported, above
-            _add_annotation(ann, by_id[ann["image_id"]], cat_to_label, objects, log)
+            _add_annotation(
+                ann, by_id[ann["image_id"]], cat_to_label, objects, log, json_path.name
+            )
 
     records = []
     for image_id, record in by_id.items():
@@ -103,17 +105,19 @@ def read_coco(
     )
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_coco_json(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A COCO annotation file's document and the exact bytes it was parsed from (a cache keyed
+    by them can never pair a mask with another version of the file)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        raw = Path(path).read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"COCO annotation file not found: {path}") from None
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read COCO annotation file {path}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path} is not a COCO annotation file: it has no 'images' list")
-    return data
+    return data, raw
 
 
 def _guess_images(json_path: Path, data: dict[str, Any], search: Sequence[Path]) -> Path:
@@ -197,6 +201,7 @@ def _add_annotation(
     cat_to_label: dict[int, int],
     objects: dict[int, list[dict[str, Any]]],
     log: ProblemLog,
+    json_name: str = "",
 ) -> None:
     ann_id = ann.get("id")
     where = f"annotation {ann_id}"
@@ -204,7 +209,11 @@ def _add_annotation(
     if category not in cat_to_label:
         log.add(record.file, f"{where}: unknown class (category_id {category}); dropped")
         return
-    segmentation = ann.get("segmentation") or None
+    # A bad mask (a 2-point polygon, an RLE of another size) costs the mask, not the object:
+    # the box alone still trains and evaluates a detector (mmdetection drops such polygons too).
+    segmentation, bad_mask = usable_segmentation(
+        ann.get("segmentation"), record.height, record.width
+    )
     box = ann.get("bbox")
     try:
         if isinstance(box, list) and len(box) == 4:
@@ -214,10 +223,13 @@ def _add_annotation(
             rle = _as_rle(segmentation, record.height, record.width)
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
         else:
-            raise ValueError("neither a 4-number bbox nor a segmentation")
+            raise ValueError(bad_mask or "neither a 4-number bbox nor a segmentation")
     except (TypeError, ValueError, KeyError) as e:
         log.add(record.file, f"{where}: unusable box ({e}); dropped")
         return
+    if bad_mask is not None:
+        kept = "its other polygons kept" if segmentation is not None else "mask dropped, box kept"
+        log.add(record.file, f"{json_name} {where}: {bad_mask}; {kept}".lstrip())
     xyxy = [x, y, x + w, y + h]
     objects[record.image_id].append(
         {

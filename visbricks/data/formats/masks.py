@@ -16,7 +16,8 @@ Registered in :data:`~visbricks.registry.DATASETS` with ``kind = "segmentation"`
   *different* classes is ambiguous and becomes the ignore index; ``iscrowd`` regions are ignore
   too (their class is known but their extent is not per-object accurate). Written back as one
   RLE annotation per class and image, ignore pixels as one crowd region, which rasterises to
-  the same mask (lossless).
+  the same mask (lossless). The rasterised PNGs go to a user cache keyed by the JSON's bytes
+  (``~/.cache/visbricks/coco_masks/``), never into the dataset.
 
 Every reader returns a :class:`SegmentationSet` (a :class:`DetectionSet` whose records carry
 ``mask_file``), so ``data convert`` between them is read-one-write-another. A data YAML names
@@ -37,8 +38,11 @@ The ``split`` rule is :func:`~.datayaml.apply_split_rule`, the one the box data 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +53,12 @@ import yaml
 from PIL import Image
 
 from ...errors import ConfigError, DataError
+from ...files import atomic_write
 from ...registry import DATASETS
-from ..io import IMAGE_EXTENSIONS, image_size, safe_join
+from ..io import IMAGE_EXTENSIONS, image_geometry, image_size, safe_join
 from ..records import DetectionSet, ImageRecord
+from ..rle import usable_segmentation
+from ._common import ProblemLog
 from .base import (
     SPLITS,
     DatasetFormat,
@@ -60,6 +67,8 @@ from .base import (
     is_yaml,
     read_yaml_mapping,
 )
+from .coco import _images as coco_images
+from .coco import load_coco_json, rasterize
 from .datayaml import apply_split_rule, split_rule
 
 IGNORE_INDEX = 255
@@ -97,6 +106,14 @@ class SegmentationSet(DetectionSet):
     # True when no class names were given and class_0.. were numbered from the label values
     # (data check says so: such names would otherwise pass for real ones).
     numbered: bool = False
+    # The folder ``mask_file`` is relative to when it is not ``root``: coco_masks' rasterised
+    # masks live in a cache outside the dataset, which is never written to.
+    mask_root: Path | None = None
+
+    def mask_path(self, record: ImageRecord) -> Path:
+        """The mask PNG of ``record`` (which must have a ``mask_file``)."""
+        assert record.mask_file is not None
+        return safe_join(self.mask_root or self.root, record.mask_file)
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -196,7 +213,10 @@ def _finish(
     ignore_index: int,
     palette: list[int] | None,
     strict: bool,
+    mask_root: Path | None = None,
 ) -> SegmentationSet:
+    if mask_root is None:  # a user's PNGs; coco_masks draws its own at the images' sizes
+        records = _same_size(root, records, problems)
     if strict and problems:
         file, reason = problems[0]
         raise DataError(f"{root / file}: {reason}")
@@ -207,7 +227,49 @@ def _finish(
         problems=problems,
         ignore_index=int(ignore_index),
         palette=palette,
+        mask_root=mask_root,
     )
+
+
+def _same_size(
+    root: Path, records: list[ImageRecord], problems: list[tuple[str, str]]
+) -> list[ImageRecord]:
+    """``records`` without those whose mask is not the size of its image as decoded (EXIF
+    orientation applied, ``record.width`` x ``record.height``), each skip added to
+    ``problems``. Judged from the PNG headers at read time, so a mismatch is counted and warned
+    before training instead of surfacing (or not) when a batch first reaches the sample."""
+    kept = []
+    for r in records:
+        reason = None if r.mask_file is None else _size_mismatch(root, r)
+        if reason is None:
+            kept.append(r)
+        else:
+            problems.append((str(r.mask_file), reason))
+    return kept
+
+
+def _size_mismatch(root: Path, record: ImageRecord) -> str | None:
+    try:
+        with Image.open(safe_join(root, str(record.mask_file))) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, ValueError, DataError):
+        return None  # unreadable: read_mask names it when the sample is loaded (or checked)
+    if (w, h) == (record.width, record.height):
+        return None
+    reason = (
+        f"mask is {w}×{h} but its image {record.file} is {record.width}×{record.height}; skipped"
+    )
+    try:
+        sw, sh, orientation = image_geometry(safe_join(root, record.file))
+    except DataError:
+        return reason
+    if orientation != 1 and (w, h) == (sw, sh):
+        # The labelling tool drew on the stored pixels; every reader here shows them upright.
+        reason += (
+            f" (the image is stored {sw}×{sh} with EXIF orientation {orientation}, which "
+            "rotates it when decoded: save it upright or draw the mask on the rotated image)"
+        )
+    return reason
 
 
 def _classes_file(root: Path) -> list[str] | None:
@@ -227,7 +289,7 @@ def numbered_classes(ds: SegmentationSet, ignore_index: int, where: Path) -> lis
     top = -1
     for r in ds.records:
         if r.mask_file:
-            values = np.unique(read_mask(safe_join(ds.root, r.mask_file))[0])
+            values = np.unique(read_mask(ds.mask_path(r))[0])
             values = values[values != ignore_index]
             if values.size:
                 top = max(top, int(values[-1]))
@@ -429,7 +491,7 @@ class LabelMasks(_MaskFormat):
             src = safe_join(records.root, r.file)
             stem = Path(r.file).stem
             _copy(src, out / "images" / split / src.name)
-            mask, _ = read_mask(safe_join(records.root, r.mask_file))
+            mask, _ = read_mask(records.mask_path(r))
             write_mask(out / "masks" / split / f"{stem}.png", mask)
         return _write_yaml(out, "label_masks", records, split, entry)
 
@@ -482,7 +544,7 @@ class VOCMasks(_MaskFormat):
             src = safe_join(records.root, r.file)
             stem = Path(r.file).stem
             _copy(src, out / "JPEGImages" / f"{stem}{src.suffix}")
-            mask, _ = read_mask(safe_join(records.root, r.mask_file))
+            mask, _ = read_mask(records.mask_path(r))
             write_mask(out / "SegmentationClass" / f"{stem}.png", mask, palette)
             names.append(stem)
         sets = out / "ImageSets" / "Segmentation"
@@ -494,8 +556,8 @@ class VOCMasks(_MaskFormat):
 
 @DATASETS.register("coco_masks")
 class COCOMasks(_MaskFormat):
-    """COCO polygons / RLE → semantic masks, rendered once into ``<json stem>_masks/`` beside
-    the JSON (a cache, regenerated when the JSON is newer)."""
+    """COCO polygons / RLE → semantic masks, rendered once into a cache outside the dataset
+    keyed by the JSON's content (:func:`coco_mask_cache`)."""
 
     looks_for = "a data YAML with format: coco_masks (COCO JSON rasterised to semantic masks)"
     priority = 90
@@ -531,7 +593,7 @@ class COCOMasks(_MaskFormat):
                 continue
             src = safe_join(records.root, r.file)
             _copy(src, out / "images" / split / src.name)
-            mask, _ = read_mask(safe_join(records.root, r.mask_file))
+            mask, _ = read_mask(records.mask_path(r))
             images.append(
                 {"id": i + 1, "file_name": src.name, "width": r.width, "height": r.height}
             )
@@ -624,8 +686,6 @@ def coco_semantic_mask(
 ) -> np.ndarray:
     """One image's COCO annotations → (H, W) int32 class indices, ``ignore_index`` where
     objects of different classes overlap or a crowd region lies, -1 where no object is."""
-    from ..formats.coco import rasterize
-
     label = np.full((height, width), -1, dtype=np.int32)
     ambiguous = np.zeros((height, width), dtype=bool)
     for ann in annotations:
@@ -650,52 +710,161 @@ def read_coco_semantic(
     strict: bool = False,
     root: Path | None = None,
 ) -> SegmentationSet:
-    """COCO JSON → semantic masks PNGs under ``<json stem>_masks/`` (cached) + records.
+    """COCO JSON → records whose semantic mask PNGs are rasterised into :func:`coco_mask_cache`,
+    a folder outside the dataset keyed by the JSON's bytes (the dataset is never written to,
+    and a changed JSON is never served the old masks).
 
     Classes are ``background`` followed by the categories in id order; a pixel covered by no
     object is background (0), overlap rules as in the module docstring. When the categories
     already start with a class named ``background``/``_background_``, it is not added twice.
+    Image entries are read as the box reader reads them (sizes from the image itself, as
+    decoded: a missing or wrong ``width``/``height`` is no obstacle). A bad annotation (a
+    polygon of fewer than 3 points, an RLE whose ``size`` is not its image's) is skipped and
+    counted in ``problems``; its ``bbox``, when it has one, becomes the ignore index, since the
+    object's pixels are unknown but surely not background.
     """
-    try:
-        doc = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"COCO annotation file not found: {json_path}") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read COCO JSON {json_path}: {e}") from None
-    cats = sorted(doc.get("categories", []), key=lambda c: c["id"])
-    names = [c["name"] for c in cats]
-    offset = 0 if names and names[0] in ("background", "_background_") else 1
-    classes = (["background"] if offset else []) + names
-    index = {c["id"]: k + offset for k, c in enumerate(cats)}
-    by_image: dict[int, list] = {}
+    json_path = Path(json_path)
+    doc, raw = load_coco_json(json_path)
+    if not Path(image_dir).is_dir():
+        raise DataError(f"COCO image folder not found: {image_dir} (for {json_path})")
+    log = ProblemLog(strict)
+    classes, index = _semantic_classes(doc, json_path)
+    root = Path(root or json_path.parent).resolve()
+    images = Path(image_dir).resolve()
+    by_id = coco_images(doc, images, log)
+    by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in by_id}
+    listed = {im.get("id") for im in doc["images"] if isinstance(im, dict)}
     for ann in doc.get("annotations", []):
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
-    root = Path(root or Path(json_path).parent).resolve()
-    cache = Path(json_path).resolve().parent / f"{Path(json_path).stem}_masks"
-    stale = not cache.is_dir() or cache.stat().st_mtime < Path(json_path).stat().st_mtime
-    records, problems = [], []
-    for im in doc.get("images", []):
-        file = safe_join(image_dir, im["file_name"])
-        rel = Path(im["file_name"]).stem
-        mask_path = cache / f"{rel}.png"
-        if stale or not mask_path.is_file():
-            h, w = int(im["height"]), int(im["width"])
-            mask = coco_semantic_mask(by_image.get(im["id"], []), h, w, index, ignore_index)
+        if not isinstance(ann, dict):
+            log.add(json_path.name, f"annotation entry {ann!r} is not an object; skipped")
+        elif ann.get("image_id") not in listed:
+            log.add(
+                json_path.name,
+                f"annotation {ann.get('id')} refers to unknown image_id {ann.get('image_id')}; "
+                "skipped",
+            )
+        elif ann["image_id"] in by_id:  # else its image was skipped, and reported, above
+            by_image[ann["image_id"]].append(ann)
+    cache = coco_mask_cache(raw, ignore_index)
+    records = []
+    for image_id, record in by_id.items():
+        h, w = record.height, record.width
+        file = _rel(images / record.file, root)
+        anns, unknown = _usable_annotations(
+            by_image[image_id], h, w, index, file, json_path.name, log
+        )
+        # The size is in the name: an image replaced by one of another size gets a new mask.
+        mask_name = f"{image_id}-{w}x{h}.png"
+        if not (cache / mask_name).is_file():
+            mask = coco_semantic_mask(anns, h, w, index, ignore_index)
             mask[mask < 0] = 0  # covered by no object: background
-            write_mask(mask_path, mask.astype(np.uint8))
-        if not file.is_file():
-            problems.append((str(file), "image not found"))
-            continue
+            for region in unknown:
+                mask[region] = ignore_index
+            _write_cached(cache / mask_name, mask.astype(np.uint8), json_path)
         records.append(
             ImageRecord(
-                file=Path(_rel(file, root)).as_posix(),
-                width=int(im["width"]),
-                height=int(im["height"]),
-                mask_file=_rel(mask_path, root),
-                image_id=int(im["id"]),
+                file=file,
+                width=w,
+                height=h,
+                mask_file=mask_name,
+                image_id=image_id,
             )
         )
-    return _finish(root, classes, records, problems, ignore_index, None, strict)
+    return _finish(root, classes, records, log.items, ignore_index, None, strict, cache)
+
+
+# Bumped when the rasterisation rules change, so no cache drawn by older rules is used.
+_COCO_MASK_RULES = "coco_masks-v2"
+
+
+def coco_mask_cache(raw: bytes, ignore_index: int) -> Path:
+    """Where the rasterised masks of a COCO file with these exact bytes live:
+    ``$XDG_CACHE_HOME/visbricks/coco_masks/<key>`` (default ``~/.cache``), the key a SHA-256 of
+    the bytes, the ignore index and the rules' version. Keyed by content, not by path or mtime,
+    so an edited JSON (even one rewritten within the same second) always gets masks of its own,
+    and copies of one file share them."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (a bare container): still outside the dataset
+            base = tempfile.gettempdir()
+    digest = hashlib.sha256(raw)
+    digest.update(f"|ignore_index={ignore_index}|{_COCO_MASK_RULES}".encode())
+    return Path(base) / "visbricks" / "coco_masks" / digest.hexdigest()[:24]
+
+
+def _write_cached(path: Path, mask: np.ndarray, json_path: Path) -> None:
+    # Atomic: a run reading the cache while another fills it sees whole PNGs or none.
+    try:
+        atomic_write(path, lambda tmp: write_mask(tmp, mask), suffix=".png")
+    except OSError as e:
+        raise DataError(
+            f"cannot write the rasterised masks of {json_path} to {path.parent}: {e} (set "
+            "XDG_CACHE_HOME to a writable folder)"
+        ) from None
+
+
+def _semantic_classes(doc: dict[str, Any], json_path: Path) -> tuple[list[str], dict[int, int]]:
+    """``background`` + the category names in id order, and category id → class id."""
+    try:
+        cats = sorted(
+            ((int(c["id"]), str(c["name"])) for c in doc.get("categories") or []),
+            key=lambda c: c[0],
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{json_path}: malformed 'categories' entry ({e!r})") from None
+    if len({i for i, _ in cats}) != len(cats):
+        raise DataError(f"{json_path}: duplicate category ids in 'categories'")
+    names = [name for _, name in cats]
+    offset = 0 if names and names[0] in ("background", "_background_") else 1
+    classes = (["background"] if offset else []) + names
+    return classes, {cid: k + offset for k, (cid, _) in enumerate(cats)}
+
+
+def _usable_annotations(
+    anns: list[dict[str, Any]],
+    height: int,
+    width: int,
+    index: dict[int, int],
+    file: str,
+    json_name: str,
+    log: ProblemLog,
+) -> tuple[list[dict[str, Any]], list[tuple[slice, slice]]]:
+    """The annotations of one image that can be drawn (bad polygons of a list removed), and the
+    box regions of those that cannot, each skip logged naming the JSON and annotation id."""
+    kept, unknown = [], []
+    for ann in anns:
+        where = f"{json_name} annotation {ann.get('id')}"
+        if ann.get("category_id") not in index:
+            log.add(file, f"{where}: unknown class (category_id {ann.get('category_id')}); skipped")
+            continue
+        segmentation, why = usable_segmentation(ann.get("segmentation"), height, width)
+        if segmentation is not None:
+            if why is not None:
+                log.add(file, f"{where}: {why}; its other polygons kept")
+            kept.append({**ann, "segmentation": segmentation})
+            continue
+        if why is None:
+            continue  # no segmentation at all: nothing to draw, nothing wrong
+        region = _box_region(ann.get("bbox"), height, width)
+        if region is not None:
+            unknown.append(region)
+        log.add(file, f"{where}: {why}; skipped" + (", its bbox ignored" if region else ""))
+    return kept, unknown
+
+
+def _box_region(bbox: Any, height: int, width: int) -> tuple[slice, slice] | None:
+    """The pixels of a COCO ``[x, y, w, h]`` box inside the image, or None."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    if not all(np.isfinite([x, y, w, h])):
+        return None
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
+    return (slice(y0, y1), slice(x0, x1)) if x1 > x0 and y1 > y0 else None
 
 
 def _rel(path: Path, root: Path) -> str:

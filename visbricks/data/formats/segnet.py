@@ -164,7 +164,7 @@ class SegNet(_MaskFormat):
             src = safe_join(records.root, r.file)
             stem = Path(r.file).stem
             _copy(src, out / split / src.name)
-            mask, _ = read_mask(safe_join(records.root, r.mask_file))
+            mask, _ = read_mask(records.mask_path(r))
             write_mask(out / f"{split}{ANNOT}" / f"{stem}.png", mask)
             lines.append(f"{split}/{src.name} {split}{ANNOT}/{stem}.png\n")
         out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,11 @@ Data: mask datasets through the data layer's one path (``read_task_split``: labe
 voc_masks, coco_masks, segnet; split files or the seeded holdout; ``data.ignore_index``), the
 mask-aware augmentation, padding collate; the shapes generator's masks read through a written
 data YAML. Predictor: a raw image letterboxed in, logits back on the original image (letterbox
-removed), class shares, overlays with a colour key.
+removed), class shares, overlays with a colour key, the class-index PNG ``predict`` writes.
+
+Mapping logits back to the original image is :func:`original_class_map`, the one function both
+``predict`` and evaluation at the original resolution (``eval.resolution: original``) use, so a
+split's score from ``predict``'s index masks is the score ``eval`` prints.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from ...data.formats.base import YAML_SUFFIXES
 from ...data.formats.masks import SegmentationSet
 from ...data.io import cache_budget, safe_join, write_image
 from ...data.normalize import denormalize, to_image
-from ...data.segmentation import SegmentationDataset, build_segmentation_transforms
+from ...data.segmentation import (
+    SegmentationDataset,
+    build_segmentation_transforms,
+    warn_stray_labels,
+)
+from ...data.transforms import _resized_hw
 from ...errors import DataError
 from ...files import atomic_write_text
 from ...metrics.segmentation import IGNORE_INDEX
@@ -34,6 +43,26 @@ from .data import DataRole
 from .predict import PredictorRole
 
 SEGMENT_YAML = "segment.yaml"  # the data YAML the shapes generator's masks are read through
+MASKS_FOLDER = "masks"  # predict's sub-folder of class-index PNGs, named as the drawings
+
+
+def original_class_map(
+    logits: torch.Tensor, orig_size: tuple[int, int], letterbox: tuple[float, int, int]
+) -> torch.Tensor:
+    """(C, H, W) logits of one letterboxed input → the (h, w) class map of its original image.
+
+    The letterbox window is cut out (padding dropped), resized bilinearly to the original size
+    (``align_corners=False``, as mmseg resizes logits) and argmax'd: uint8 when the class ids fit,
+    else int32. One image at a time, so only one original-size logit map is ever held.
+    """
+    h, w = orig_size
+    scale, pad_x, pad_y = letterbox
+    nh, nw = _resized_hw(h, w, scale)  # the letterbox's own rounding of the resized size
+    window = logits[:, pad_y : pad_y + nh, pad_x : pad_x + nw].float()
+    if tuple(window.shape[1:]) != (h, w):
+        window = F.interpolate(window[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    dtype = torch.uint8 if logits.shape[0] <= 256 else torch.int32
+    return window.argmax(0).to(dtype)
 
 
 class MaskData(DataRole):
@@ -89,7 +118,16 @@ class MaskData(DataRole):
                 stacklevel=2,
             )
         if not any(r.mask_file for r in ds.records):
-            raise DataError(f"the {split} split ({name!r}) of {root} has no images with masks")
+            # Name what went wrong: every mask skipped (say, all the wrong size) reads as
+            # "no masks" otherwise.
+            why = ""
+            if ds.problems:
+                file, reason = ds.problems[0]
+                why = f" ({len(ds.problems)} problem(s), e.g. {file}: {reason})"
+            raise DataError(
+                f"the {split} split ({name!r}) of {root} has no usable images with masks{why}"
+            )
+        warn_stray_labels(ds, f"the {split} split of {root}", strict=bool(d.strict))
         self._sets[split] = ds
         return ds
 
@@ -107,6 +145,14 @@ class MaskData(DataRole):
     def find_classes(self) -> list[str]:
         return list(self._read("train").classes)
 
+    @property
+    def eval_resolution(self) -> str:
+        """``eval.resolution``: what validation and ``visbricks eval`` score. ``original``
+        (default): each image's class map at its own size against its label map as read;
+        ``network``: the letterboxed network output against the label resized (nearest) to
+        ``img_size``, the cheaper figure, not comparable with published numbers."""
+        return str(self.cfg.eval.resolution)
+
     def _dataset(self, split: str, train: bool) -> SegmentationDataset:
         d = self.cfg.data
         transform = build_segmentation_transforms(
@@ -119,7 +165,12 @@ class MaskData(DataRole):
                 f"{self.classes}; give data.classes to fix one list"
             )
         return SegmentationDataset(
-            ds, transform, strict=d.strict, cache=cache_budget(d.cache, d.get("cache_mb"))
+            ds,
+            transform,
+            strict=d.strict,
+            cache=cache_budget(d.cache, d.get("cache_mb")),
+            # Only an evaluation split needs the untransformed labels (eval.resolution).
+            keep_original=not train and self.eval_resolution == "original",
         )
 
     def datasets(self) -> DataBundle:
@@ -218,15 +269,9 @@ class MaskPredictor(PredictorRole):
         return pad_collate([{"image": tensor}], stride=PAD_STRIDE)["image"][0], meta
 
     def postprocess(self, outputs: dict, meta: list[dict]) -> list[dict]:
-        logits = outputs["logits"].float()
         results = []
-        for lg, m in zip(logits, meta):
-            h, w = m["orig_size"]
-            scale, pad_x, pad_y = m["letterbox"]
-            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-            window = lg[:, pad_y : pad_y + nh, pad_x : pad_x + nw]
-            full = F.interpolate(window[None], size=(h, w), mode="bilinear", align_corners=False)
-            mask = full[0].argmax(0).to(torch.uint8).cpu().numpy()
+        for lg, m in zip(outputs["logits"], meta):
+            mask = original_class_map(lg, m["orig_size"], m["letterbox"]).cpu().numpy()
             counts = np.bincount(mask.ravel(), minlength=len(self.classes))
             results.append(
                 {
@@ -238,6 +283,11 @@ class MaskPredictor(PredictorRole):
                 }
             )
         return results
+
+    def index_map(self, prediction: dict) -> tuple[str, np.ndarray]:
+        """``predict``'s class-index image: (sub-folder, the (H, W) class map at the original
+        image's size), written there as a PNG of the drawing's name."""
+        return MASKS_FOLDER, prediction["_mask"]
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """An (H, W) class map → RGB in the shared palette (ignore: white)."""

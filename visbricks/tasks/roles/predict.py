@@ -20,3 +20,8 @@ class PredictorRole:
 
     def annotate(self, image: np.ndarray, prediction: dict) -> np.ndarray:
         raise NotImplementedError
+
+    def index_map(self, prediction: dict) -> tuple[str, np.ndarray] | None:
+        """A per-pixel class map ``predict`` writes losslessly beside the drawing, as
+        (sub-folder of its output, (H, W) integer array), or None (the default: no such map)."""
+        return None
