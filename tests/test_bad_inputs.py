@@ -7,6 +7,7 @@ Everything runs in-process (``visbricks.cli.main``) so the whole file stays fast
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -662,3 +663,28 @@ def test_predict_default_output_is_next_to_its_run(capsys, run_dir, tmp_path, mo
     assert (run_dir / "predict" / "predictions.json").is_file()
     assert (run_dir / "predict-2" / "predictions.json").is_file()  # a second one never overwrites
     assert not (tmp_path / "runs").exists()
+
+
+def test_eval_reads_the_split_once_and_keeps_working_when_its_report_is_refused(
+    capsys, run_dir, tmp_path, monkeypatch
+):
+    """metrics.json and the report come from one pass over the split (it was two); a report
+    folder that is not a report is refused with a warning, and eval still evaluates."""
+    from visbricks.metrics.classification import ClassificationEvaluator
+
+    computed = []
+    original = ClassificationEvaluator.compute
+    monkeypatch.setattr(
+        ClassificationEvaluator, "compute", lambda self: computed.append(1) or original(self)
+    )
+    out = tmp_path / "ev"
+    code, text = run_cli(capsys, "eval", run_dir, "--out", out)
+    assert code == 0 and len(computed) == 1, text
+    first = json.loads((out / "metrics.json").read_text())
+    assert (out / "report" / "index.html").is_file() and "report:" in text
+    (out / "report" / "index.html").unlink()
+    (out / "report" / "mine.txt").write_text("not a report")
+    code, text = run_cli(capsys, "eval", run_dir, "--out", out)
+    assert code == 0 and len(computed) == 2, text
+    assert "report not written" in text and (out / "report" / "mine.txt").read_text()
+    assert json.loads((out / "metrics.json").read_text()) == first

@@ -104,37 +104,57 @@ def _tune_lr(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> dict:
+    from .deploy.report import write_report
     from .deploy.runtime import describe, load_any
-    from .engine.precision import resolve_workers, select_device
 
     split = args.split
     overrides = list(args.overrides)
     if split != "val":  # the split to evaluate is read where the val split would be
         overrides.append(f"data.val={split}")
     run = load_any(args.weights, args.backend, overrides)
-    device = select_device(run.cfg.device)
-    data = run.task.build_data()
+    out_dir = _eval_out(args.out, run)  # checked before any data is read or anything written
+    done: dict = {}
+
+    def save(result, images: int) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        done.update(result=result, images=images, path=result.save(out_dir))
+
+    # One pass over the split: the report's evaluation is eval's (metrics.json, figures).
+    page = None
+    try:
+        page = write_report(args.weights, split, out_dir / "report", run=run, on_result=save)
+    except (VisbricksError, OSError) as e:
+        print(f"warning: eval: report not written ({e})", file=sys.stderr)
+        if "result" not in done:  # refused before evaluating: evaluate without a report
+            _evaluate_plain(run, split, save)
+    result = done["result"]
+    where = "validation" if split == "val" else split
+    print(f"evaluated {run.weights} ({describe(run)}) on {done['images']} {where} images")
+    for k, v in result.metrics.items():
+        print(f"  {k:<24} {v:.4f}")
+    print(result.table)
+    print(f"written: {done['path']}")
+    if page is not None:
+        print(f"report: {page}")
+    return result.metrics
+
+
+def _evaluate_plain(run, split: str, save) -> None:
+    """``eval`` without the report: the task's own evaluation of the split, given to ``save``."""
     from torch.utils.data import DataLoader
 
+    from .engine.precision import resolve_workers, select_device
+
+    device = select_device(run.cfg.device)
+    data = run.task.build_data()
     loader = DataLoader(
         data.val,
         batch_size=run.cfg.batch_size,
         collate_fn=data.collate_fn,
         num_workers=resolve_workers(run.cfg.workers, device, bool(run.cfg.data.cache)),
     )
-    out_dir = _eval_out(args.out, run)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run.model.to(device)
-    result = run.task.evaluate(run.model, loader, device, split=split)
-    path = result.save(out_dir)  # metrics.json and the evaluator's figures and files
-    where = "validation" if split == "val" else split
-    print(f"evaluated {run.weights} ({describe(run)}) on {len(data.val)} {where} images")
-    for k, v in result.metrics.items():
-        print(f"  {k:<24} {v:.4f}")
-    print(result.table)
-    print(f"written: {path}")
-    _report_after("eval", args.weights, split, out_dir / "report", run)
-    return result.metrics
+    run.model.to(device).eval()
+    save(run.task.evaluate(run.model, loader, device, split=split), len(data.val))
 
 
 def _report_after(command: str, source, split: str = "val", out=None, run=None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,15 @@ def write_report(
     overrides: list[str] | tuple[str, ...] = (),
     run: LoadedRun | None = None,
     limit: int = LIMIT,
+    on_result: Callable[[EvalResult, int], None] | None = None,
 ) -> Path:
     """Evaluate ``source`` (a run folder or weights; or the already loaded ``run``) on
     ``split`` and write the report folder; returns its ``index.html``.
 
     ``out`` defaults to :func:`default_out`. An existing ``out`` is replaced only when it is an
     earlier report (its page says so); anything else there is refused, never overwritten.
+    ``on_result(result, images)`` receives the evaluation as soon as it is computed: ``eval``
+    saves its metrics from this one pass instead of evaluating the split a second time.
     """
     if run is None:
         overrides = list(overrides)
@@ -101,6 +105,8 @@ def write_report(
     tmp.mkdir(parents=True)
     try:
         result, galleries, count, health = _evaluate(run, split, tmp, limit)
+        if on_result is not None:
+            on_result(result, count)
         sections = {
             "figures": [p.relative_to(tmp).as_posix() for p in result.plots(tmp / "eval")],
             "curves": _curves(run_dir, tmp),
