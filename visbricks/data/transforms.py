@@ -58,7 +58,7 @@ def _fill(image_fill: int) -> dict[type, int]:
     return {tv_tensors.Image: image_fill, SemanticMask: IGNORE_INDEX, tv_tensors.Mask: 0}
 
 
-def _resized_hw(height: int, width: int, scale: float) -> tuple[int, int]:
+def resized_hw(height: int, width: int, scale: float) -> tuple[int, int]:
     # Shared by Letterbox and unletterbox_boxes so the inverse uses the exact per-axis scale that
     # integer rounding of the resized size produced, not the nominal one.
     return max(1, round(height * scale)), max(1, round(width * scale))
@@ -103,7 +103,7 @@ class Letterbox(v2.Transform):
         if self.scale_range is not None:
             lo, hi = self.scale_range
             scale *= lo + (hi - lo) * float(torch.rand(()))
-        new_h, new_w = _resized_hw(height, width, scale)
+        new_h, new_w = resized_hw(height, width, scale)
         if self.scale_range is None:
             pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
         else:
@@ -163,7 +163,7 @@ def unletterbox_boxes(
     ``orig_size`` is the (height, width) of the image before :class:`Letterbox`.
     """
     height, width = orig_size
-    new_h, new_w = _resized_hw(height, width, scale)
+    new_h, new_w = resized_hw(height, width, scale)
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     shift = boxes.new_tensor([pad_x, pad_y, pad_x, pad_y])
     per_axis = boxes.new_tensor([new_w / width, new_h / height] * 2)

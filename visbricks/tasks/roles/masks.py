@@ -35,7 +35,7 @@ from ...data.segmentation import (
     build_segmentation_transforms,
     warn_stray_labels,
 )
-from ...data.transforms import _resized_hw
+from ...data.transforms import resized_hw
 from ...errors import DataError
 from ...files import atomic_write_text
 from ...metrics.segmentation import IGNORE_INDEX
@@ -57,7 +57,7 @@ def original_class_map(
     """
     h, w = orig_size
     scale, pad_x, pad_y = letterbox
-    nh, nw = _resized_hw(h, w, scale)  # the letterbox's own rounding of the resized size
+    nh, nw = resized_hw(h, w, scale)  # the letterbox's own rounding of the resized size
     window = logits[:, pad_y : pad_y + nh, pad_x : pad_x + nw].float()
     if tuple(window.shape[1:]) != (h, w):
         window = F.interpolate(window[None], size=(h, w), mode="bilinear", align_corners=False)[0]
