@@ -334,8 +334,10 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
     def wrong() -> ConfigError:
         what = kind or (type(default).__name__ if default is not None else "")
         if isinstance(default, list) and not isinstance(value, list):
-            what = f"a list of {kind}" if kind in ("int", "float") else "list"
-        what = f"{what} ({spec.text})" if what and what != spec.text else spec.text
+            what = f"a list of {kind}" if kind in ("int", "float", "str") else "list"
+        if what and spec.text not in (what, kind):
+            what = f"{what} ({spec.text})"
+        what = what or spec.text
         got = f"{type(value).__name__} {value!r}"
         return ConfigError(f"config key {key!r} must be {what}, got {got}")
 
@@ -352,6 +354,8 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
                     f"config key {key!r} must be {number} ({spec.text}), got str {value!r}{hint}"
                 )
             raise ConfigError(f"config key {key!r} must be {spec.text}, got {value!r}{hint}")
+        if kind == "str" and isinstance(default, list):
+            raise wrong()  # one name where a list of names is due (train.callbacks)
         if kind == "str" or (kind is None and not numeric and isinstance(default, str)):
             return
         raise wrong()
@@ -364,16 +368,21 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
             return
         raise wrong()
     if isinstance(value, list):
-        # `int`/`float` name a list's items only where the key is a list (`[1, inf) int` on
-        # tune.batch_candidates); on a scalar key (train.max_batches: null, `int`) a list is
-        # wrong, and would fail later as a TypeError deep in training.
-        items = kind in ("int", "float") and isinstance(default, list)
+        # `int`/`float`/`str` name a list's items only where the key is a list (`[1, inf) int`
+        # on tune.batch_candidates, `str` on train.callbacks); on a scalar key
+        # (train.max_batches: null, `int`) a list is wrong, and would fail later as a TypeError
+        # deep in training.
+        items = kind in ("int", "float", "str") and isinstance(default, list)
         if not (kind == "list" or items or (kind is None and isinstance(default, list))):
             raise wrong()
         if spec.length is not None and len(value) != spec.length:
             raise ConfigError(
                 f"config key {key!r} must be a list of {spec.length} ({spec.text}), got {value!r}"
             )
+        if kind == "str":  # names (train.callbacks): a number there failed in the registry
+            if any(not isinstance(v, str) for v in value):
+                raise ConfigError(f"config key {key!r} must be a list of str, got {value!r}")
+            return
         if not numeric:
             return
         numbers = _numbers(value)
@@ -382,8 +391,10 @@ def _check_spec(key: str, value: Any, default: Any, spec: Spec | None) -> None:
     else:  # int or float
         if not (numeric or (kind is None and isinstance(default, (int, float)))):
             raise wrong()
-        if isinstance(default, list) or spec.length is not None:
-            raise wrong()  # one number where a list is due (data.aug.ratio=1)
+        if isinstance(default, list) or spec.length is not None or kind == "list":
+            # one number where a list is due (data.aug.ratio=1; model.anchors.sizes=0.5, whose
+            # null default says nothing of a list: its `list` does)
+            raise wrong()
         numbers = [value]
     want_int = kind == "int" or (
         kind is None and isinstance(default, int) and not isinstance(default, bool)
@@ -409,6 +420,16 @@ def _check_name(value: Any) -> None:
         )
 
 
+# What `device` takes (base.yaml): the training and deploy code knows CPUs and CUDA only.
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(value: Any, key: str = "device") -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: anything else failed inside torch.device."""
+    if not (isinstance(value, str) and DEVICE_RE.fullmatch(value)):
+        raise ConfigError(f"config key {key!r} must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
 _PLAIN = (type(None), bool, int, float, str)
 
 
@@ -418,6 +439,7 @@ def _check_plain(key: str, value: Any) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ConfigError(f"config key {key!r}: mapping keys must be strings, got {k!r}")
+            _check_text(key, k)
             _check_plain(f"{key}.{k}", v)
     elif isinstance(value, list):
         for v in value:
@@ -429,6 +451,23 @@ def _check_plain(key: str, value: Any) -> None:
         )
     elif isinstance(value, float) and math.isnan(value):
         raise ConfigError(f"config key {key!r} is NaN")
+    elif isinstance(value, str):
+        _check_text(key, value)
+
+
+def _check_text(key: str, value: str) -> None:
+    """A string the file system and UTF-8 files can hold. YAML's ``"\\ud999"`` escape makes a
+    lone UTF-16 surrogate, which no file name or config.yaml can encode (a run failed creating
+    its folder); the ``\\udc80``-``\\udcff`` ones are how Python carries a path's undecodable
+    bytes from the command line, and stand for those bytes."""
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        bad = value[e.start : e.end]
+        raise ConfigError(
+            f"config key {key!r} holds {bad!r}, a lone UTF-16 surrogate and no character "
+            f"(a \\u escape must name a whole character), got {value!r}"
+        ) from None
 
 
 def validate(cfg: Mapping, schema: Mapping, specs: Mapping[str, Spec], prefix: str = "") -> None:
@@ -438,6 +477,8 @@ def validate(cfg: Mapping, schema: Mapping, specs: Mapping[str, Spec], prefix: s
         value = cfg.get(key)
         if full == "name":
             _check_name(value)
+        elif full == "device":
+            check_device(value)
         _check_spec(full, value, default, specs.get(full))
         if isinstance(default, dict) and default and isinstance(value, dict):
             validate(value, default, specs, full + ".")
@@ -507,15 +548,44 @@ def _merge(
             base[key] = copy.deepcopy(value)
 
 
+# The smallest side an image is resized to. torch's antialiased resize of a uint8 image to 1x1
+# fails an internal assert (classify's eval resize, every letterbox), so 1 is refused here.
+MIN_IMG_SIDE = 2
+
+
 def parse_img_size(value: Any) -> tuple[int, int]:
     """``320`` → (320, 320); ``{width: 640, height: 192}`` → (192, 640) as (height, width)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+
+    def side(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= MIN_IMG_SIDE
+
+    if side(value):
         return value, value
     if isinstance(value, Mapping) and set(value) == {"width", "height"}:
         w, h = value["width"], value["height"]
-        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+        if side(w) and side(h):
             return h, w
-    raise ConfigError(f"img_size must be a positive int or {{width: W, height: H}}, got {value!r}")
+    raise ConfigError(
+        f"img_size must be an int >= {MIN_IMG_SIDE} or {{width: W, height: H}} (each >= "
+        f"{MIN_IMG_SIDE}), got {value!r}"
+    )
+
+
+def _check_scale_jitter(cfg: Mapping) -> None:
+    """``data.aug.scale_jitter`` (locate, detect, segment) against ``img_size``: the image is
+    fitted to img_size, then scaled by a factor from that range; its longer side must keep
+    MIN_IMG_SIDE pixels, else the resize to 1x1 fails inside torch (parse_img_size)."""
+    aug = cfg.get("data", {}).get("aug")
+    jitter = aug.get("scale_jitter") if isinstance(aug, Mapping) else None
+    if not isinstance(jitter, list) or len(jitter) != 2:
+        return  # null (off), or a task without it; the spec checked its form
+    side = min(parse_img_size(cfg["img_size"]))
+    if min(jitter) * side < MIN_IMG_SIDE:
+        raise ConfigError(
+            f"config key 'data.aug.scale_jitter' shrinks img_size={cfg['img_size']!r} to under "
+            f"{MIN_IMG_SIDE} pixels: its smaller factor must be at least {MIN_IMG_SIDE}/{side} = "
+            f"{MIN_IMG_SIDE / side:.3g}, got {jitter!r}"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -660,6 +730,7 @@ def load_config(
             nested = {k: nested}
         _merge(cfg, nested, schema, schema, specs=specs)
     validate(cfg, schema, specs)
+    _check_scale_jitter(cfg)
     if cfg.get("name") is None:
         cfg["name"] = stem
         _check_name(stem)

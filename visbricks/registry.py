@@ -42,6 +42,11 @@ class Registry:
         return add
 
     def get(self, name: str) -> Callable[..., Any]:
+        if not isinstance(name, str):  # from an open mapping ({block: 1}): a TypeError below
+            raise ConfigError(
+                f"a {self.kind} is named by a string, got {type(name).__name__} {name!r} "
+                f"(available: {', '.join(sorted(self._items))})"
+            )
         if name not in self._items:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

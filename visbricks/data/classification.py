@@ -213,6 +213,22 @@ def csv_dataset(csv_path: str | Path, classes: list[str] | None = None, **kwargs
     return read_csv_set(csv_path, classes).dataset(**kwargs)
 
 
+class _RandomResizedCrop(v2.RandomResizedCrop):
+    """torchvision's, with a crop of at least one pixel. When ten draws miss, its centre-crop
+    fallback takes the image's width over the largest ratio (or its height times the smallest):
+    a ratio range the image cannot meet (data.aug.ratio=[1e6, 1e6] on a 64-pixel image) rounds
+    that side to 0, and the resize of the empty crop failed."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        params = super().make_params(flat_inputs)
+        height, width = v2.query_size(flat_inputs)
+        if params["height"] < 1:
+            params["height"], params["top"] = 1, (height - 1) // 2
+        if params["width"] < 1:
+            params["width"], params["left"] = 1, (width - 1) // 2
+        return params
+
+
 def classification_transforms(
     img_size: tuple[int, int],
     mean: Sequence[float],
@@ -224,7 +240,7 @@ def classification_transforms(
     steps: list = []
     if train:
         steps.append(
-            v2.RandomResizedCrop(img_size, scale=tuple(aug["scale"]), ratio=tuple(aug["ratio"]))
+            _RandomResizedCrop(img_size, scale=tuple(aug["scale"]), ratio=tuple(aug["ratio"]))
         )
         if aug["hflip"] > 0:
             steps.append(v2.RandomHorizontalFlip(aug["hflip"]))

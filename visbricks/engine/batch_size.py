@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..config import Config
 from ..data.bundle import DataBundle
 from ..errors import ConfigError
-from .contract import TrainableTask
+from .contract import TrainableTask, training_forward
 from .optim import build_optimizer, param_groups
 from .precision import resolve_amp, resolve_channels_last, to_float32
 
@@ -92,7 +92,7 @@ def choose_batch_size(
 
     def step(batch: dict) -> None:
         with precision.autocast():
-            outputs = task.forward(work, batch)
+            outputs = training_forward(task, work, batch)
         loss = task.loss(to_float32(outputs), batch)["loss"]
         loss.backward()
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import check_device
 from ..errors import ConfigError, VisbricksError
 
 AMP_CHOICES = ("auto", "fp32", "bf16", "fp16", True, False)
@@ -39,6 +40,7 @@ AMP_CHOICES = ("auto", "fp32", "bf16", "fp16", True, False)
 def select_device(spec: str) -> torch.device:
     """``device``: ``auto`` is CUDA when present, else the CPU; a CUDA device asked for where
     there is none is one error, not a late failure inside the first step."""
+    check_device(spec)  # a command's --device too, not only the config's key
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

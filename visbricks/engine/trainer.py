@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..config import Config, save_config
 from ..data.bundle import DataBundle
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged, VisbricksError
 from ..files import atomic_write, remove_stale_temps
 from ..metrics.base import EvalResult
 from . import distributed
@@ -35,7 +35,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .contract import TrainableTask
+from .contract import TrainableTask, training_forward
 from .ema import ModelEMA
 from .lr_finder import LRFindResult, lr_range_test, save_lr_find
 from .optim import LRSchedule, build_optimizer, check_module_paths, param_groups
@@ -629,9 +629,11 @@ class Trainer:
 
     def _forward(self, batch: dict) -> dict:
         if self._compile_reported:
-            return self.task.forward(self.train_model, batch)
+            return training_forward(self.task, self.train_model, batch)
         try:  # torch.compile compiles on this first call: a failure is named, not a deep trace
-            return self.task.forward(self.train_model, batch)
+            return training_forward(self.task, self.train_model, batch)
+        except VisbricksError:
+            raise
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise ConfigError(

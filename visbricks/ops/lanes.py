@@ -266,6 +266,9 @@ def local_expectation(logits: torch.Tensor, window: int = 1) -> torch.Tensor:
     """UFLD-V2's local decoding: argmax cell, then the softmax expectation of the cell index
     over the ``±window`` cells around it. ``logits`` (B, cells, ...) → positions (B, ...)."""
     cells = logits.shape[1]
+    # A window past the cells only adds clamped copies of the edge cells (eval.window=10^6
+    # allocated 2·10^6 + 1 of them per row).
+    window = min(window, cells - 1)
     idx = logits.argmax(1, keepdim=True)
     offsets = torch.arange(-window, window + 1, device=logits.device)
     shape = [1, -1] + [1] * (logits.ndim - 2)

@@ -86,6 +86,15 @@ class DataRole:
         """Train and val datasets: the one place data is prepared (generated on first use by a
         preset with ``data.synth``, else checked to exist) before it is read. Every entry point
         (train, eval, demo, quantize, the Python API) goes through here."""
+        # Every reader decodes images to RGB (data/io.py): a model built for another channel
+        # count (model.in_channels, which `summary` and the Python API may still use) failed at
+        # its first convolution inside training, after the run folder was made.
+        channels = self.cfg.model.in_channels
+        if channels != 3:
+            raise ConfigError(
+                f"model.in_channels={channels}, but images are read as RGB (3 channels): "
+                "training and evaluation need model.in_channels=3"
+            )
         self.prepare_data()
         return self.datasets()
 

@@ -35,7 +35,7 @@ from ...errors import ConfigError
 from ...models.depth import DepthModel
 from ...ops.geometry import disp_to_depth
 from .data import DataRole
-from .model import ModelRole, _cached_imagenet
+from .model import ModelRole, _cached_imagenet, model_memory
 from .predict import PredictorRole
 
 
@@ -127,18 +127,19 @@ class DepthModelRole(ModelRole):
         # Random initialisation is part of the run: the same seed builds the same two networks
         # (as ModelRole.build_model does for the other tasks).
         torch.manual_seed(self.cfg.seed)
-        model = DepthModel(
-            m.backbone,
-            m.pose_backbone,
-            self.head_name,
-            self.cfg.loss.scales,
-            m.in_channels,
-            self.min_depth,
-            self.max_depth,
-            m.fixed_scale,
-            head_args=dict(m.get("head_args") or {}),
-            backbone_args=dict(m.get("backbone_args") or {}),
-        )
+        with model_memory():
+            model = DepthModel(
+                m.backbone,
+                m.pose_backbone,
+                self.head_name,
+                self.cfg.loss.scales,
+                m.in_channels,
+                self.min_depth,
+                self.max_depth,
+                m.fixed_scale,
+                head_args=dict(m.get("head_args") or {}),
+                backbone_args=dict(m.get("backbone_args") or {}),
+            )
         if load_pretrained:
             self.load_pretrained(model)
         return model

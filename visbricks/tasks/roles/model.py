@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,26 @@ from ...models.backbones import TimmBackbone, build_backbone
 from ...models.heads import build_head
 from ...models.model import VisionModel
 from ...registry import HEADS, NECKS, check_arguments
+
+
+@contextmanager
+def model_memory() -> Iterator[None]:
+    """Building a model whose config sizes multiply past this machine's memory (a lanes head
+    of model.lanes x row_anchors x row_cells outputs, model.head_args channels) fails with
+    torch's allocator error from deep inside a layer; it becomes one line naming what to
+    lower. Each size has a range in the defaults, their product has none."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        text = str(e)
+        if not (isinstance(e, MemoryError) or "allocate" in text or "out of memory" in text):
+            raise
+        wanted = re.search(r"allocate ([0-9]+) bytes", text)
+        size = f" ({int(wanted[1]) / 2**30:,.1f} GiB for one tensor)" if wanted else ""
+        raise ConfigError(
+            f"the model this config describes does not fit in memory{size}: lower its sizes "
+            "(model.* counts, channels in model.head_args / model.neck_args)"
+        ) from None
 
 
 class ModelRole:
@@ -71,6 +94,10 @@ class ModelRole:
         return self.make_head(in_channels, strides)
 
     def build_model(self, load_pretrained: bool = True) -> nn.Module:
+        with model_memory():
+            return self._build_model(load_pretrained)
+
+    def _build_model(self, load_pretrained: bool) -> nn.Module:
         m = self.cfg.model
         # Random initialisation is part of the run: the same seed builds the same model.
         torch.manual_seed(self.cfg.seed)
