@@ -49,11 +49,24 @@ def test_suggestion_is_the_steepest_descent_of_a_known_curve():
     assert abs(math.log10(lr2) + 5) <= 0.051
 
 
-def test_a_curve_without_a_descent_falls_back_to_a_tenth_of_the_minimum():
+def test_a_curve_without_a_descent_takes_a_tenth_of_where_the_loss_starts_to_rise():
+    # classify-shapes from scratch: 100 sweep steps are too few to learn at any lr, so the loss
+    # stays flat (noise of 0.5 %) until it diverges; steepest descent then picked noise (1e-8).
+    lrs = sweep_lrs(1e-7, 10.0, 100)
+    x = np.log10(lrs)
+    noise = 1 + 0.005 * np.random.default_rng(0).uniform(-1, 1, len(x))
+    curve = 1.9 * noise * (1 + np.where(x > -2.5, (x + 2.5) ** 2, 0.0))
+    lr, rule = suggest_lr(lrs, curve.tolist())
+    assert "starts to rise" in rule
+    # 10 % above the running minimum (≥ 1.9 · 0.995) at (x + 2.5)² ≈ 0.0945: x ≈ -2.19.
+    assert abs(math.log10(lr) - (-2.19 - 1)) <= 0.1, lr
+    rising = np.linspace(1.0, 3.0, 30)  # only rises: the edge is 10 % above the start
     lrs = sweep_lrs(1e-4, 1.0, 30)
-    rising = np.linspace(1.0, 3.0, 30).tolist()
-    lr, rule = suggest_lr(lrs, rising)
-    assert lr == pytest.approx(1e-5) and "tenth" in rule
+    lr, rule = suggest_lr(lrs, rising.tolist())
+    edge = int(np.nonzero(rising[3:] > rising[3] * 1.1)[0][0]) + 3
+    assert lr == pytest.approx(lrs[edge] / 10) and "starts to rise" in rule
+    lr, rule = suggest_lr(lrs, [2.0] * 30)  # neither falls nor rises
+    assert lr == pytest.approx(lrs[3] / 10) and "minimum" in rule
 
 
 def test_smoothing_is_a_bias_corrected_moving_average():

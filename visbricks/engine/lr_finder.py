@@ -17,8 +17,9 @@ back too.
 - The suggestion is the **steepest descent** of the smoothed curve: the learning rate where
   d(smoothed loss)/d(log10 lr) is most negative, looked for between the first tenth of the
   sweep (where the average is still settling) and the curve's minimum (beyond it the loss
-  rises). When that stretch is too short to have a slope, a tenth of the minimum's lr (the
-  "valley" rule of thumb) is suggested instead; ``LRFindResult.rule`` says which applied.
+  rises). A curve that never visibly falls (the model needs more steps than the sweep has)
+  gives a tenth of the lr where the loss starts to rise instead, and one that neither falls
+  nor rises a tenth of its minimum's lr; ``LRFindResult.rule`` says which applied.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ from ..data.bundle import DataBundle
 from ..errors import ConfigError
 from ..files import atomic_write
 from .checkpoint import get_rng_state, seed_everything, set_rng_state
-from .contract import TrainableTask
+from .contract import TrainableTask, training_forward
 from .optim import build_optimizer, param_groups
 from .precision import resolve_amp, resolve_channels_last, resolve_workers, to_float32
 
 MIN_STEPS = 20  # fewer points than this make no curve to read a slope from
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss exceeds this many times its minimum
 SKIP_START = 0.1  # share of the sweep ignored by the suggestion: the average still settles
+MIN_DESCENT = 0.05  # a smoothed fall smaller than this share of the loss is noise, not descent
+RISE = 0.1  # the loss "starts to rise" once it is this share above its running minimum
 PLOT_NAME = "lr_find.png"
 CSV_NAME = "lr_find.csv"
 
@@ -102,18 +105,31 @@ def beta_for(steps: int) -> float:
 
 
 def suggest_lr(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float, str]:
-    """(learning rate, rule): the steepest descent of the smoothed loss over log10(lr) between
-    the first tenth of the sweep and the curve's minimum; a tenth of the minimum's lr when that
-    stretch has fewer than 3 points."""
+    """(learning rate, rule). After the first tenth of the sweep (the average still settles):
+
+    - the steepest descent of the smoothed loss over log10(lr), between there and the curve's
+      minimum, when the loss visibly falls on the way (by more than ``MIN_DESCENT``);
+    - else — no lr made the loss fall within the sweep (a model that needs more steps than the
+      sweep has, as a from-scratch ResNet on shapes) — a tenth of the lr where the smoothed loss
+      first rises ``RISE`` above its running minimum: the edge of stability, which the curve
+      does show (Smith's range test reads the largest usable lr off that edge);
+    - a tenth of the minimum's lr when the curve never rises that much either.
+    """
     if len(lrs) != len(smoothed) or not lrs:
         raise ValueError("suggest_lr needs one smoothed loss per learning rate")
     x = np.log10(np.asarray(lrs, dtype=np.float64))
     y = np.asarray(smoothed, dtype=np.float64)
-    lowest = int(np.argmin(y))
     first = max(1, int(len(y) * SKIP_START)) if len(y) >= 10 else 0
-    if lowest - first + 1 >= 3:
+    lowest = first + int(np.argmin(y[first:]))
+    descent = y[first] - y[lowest] > MIN_DESCENT * abs(y[first])
+    if descent and lowest - first + 1 >= 3:
         slope = np.gradient(y[first : lowest + 1], x[first : lowest + 1])
         return float(lrs[first + int(np.argmin(slope))]), "steepest descent of the smoothed loss"
+    running_min = np.minimum.accumulate(y[first:])
+    rising = np.nonzero(y[first:] > running_min * (1 + RISE))[0]
+    if len(rising):
+        edge = first + int(rising[0])
+        return float(lrs[edge]) / 10, "a tenth of the lr where the loss starts to rise (no descent)"
     return float(lrs[lowest]) / 10, "a tenth of the lr at the smoothed loss's minimum"
 
 
@@ -241,7 +257,7 @@ def lr_range_test(
                 group["lr"] = lr * mult
             batch = task.to_device(next(batches), device, channels_last)
             with precision.autocast():
-                outputs = task.forward(work, batch)
+                outputs = training_forward(task, work, batch)
             loss = task.loss(to_float32(outputs), batch)["loss"]
             value = float(loss.detach())
             if not math.isfinite(value):
