@@ -344,7 +344,14 @@ def predict_maps(task, model, images: list[Path], device) -> dict[str, np.ndarra
 
 
 # ---- ours and smp -------------------------------------------------------------------------------
-def our_config(data_yaml: Path, work: Path, budget: float, size: tuple[int, int], weights: Path):
+def our_config(
+    data_yaml: Path,
+    work: Path,
+    budget: float,
+    size: tuple[int, int],
+    weights: Path,
+    extra: list[str] = (),
+):
     from visbricks import load_config
 
     return load_config(
@@ -359,6 +366,7 @@ def our_config(data_yaml: Path, work: Path, budget: float, size: tuple[int, int]
             "name=ours",
             "train.plots=false",
             "train.tensorboard=false",
+            *extra,
         ],
     )
 
@@ -553,6 +561,10 @@ def main() -> int:
     p.add_argument("--smp-venv", type=Path, default=Path("/tmp/smp-venv"))
     p.add_argument("--yolo-venv", type=Path, default=Path("/tmp/yolo-venv"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="overrides of our config (smp trains with its loss and batches too)",
+    )
     # Internal: the Ultralytics half, run by the side interpreter.
     p.add_argument("--yolo-worker", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--data-yaml", "--img", "--project", "--device", "--val-images", "--pred-dir"):
@@ -612,7 +624,7 @@ def main() -> int:
 
     size = parse_size(args.size)
     data_yaml, yolo_yaml, val_images, val_labels = prepare(args.data, work)
-    cfg = our_config(data_yaml, work, args.budget, size, args.weights)
+    cfg = our_config(data_yaml, work, args.budget, size, args.weights, args.set)
     device = select_device(cfg.device)
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
