@@ -35,8 +35,9 @@ The three models, each for the same wall-clock budget (``--budget`` seconds, def
 Scoring is one function of this file for all three, independent of our evaluator: a numpy
 confusion matrix over the val labels at their original 480x360, void ignored; ours and smp are
 predicted on the same letterboxed input and their logits resized bilinearly to the label size
-before the argmax, as Ultralytics' predictor does with its own. Our evaluator's mIoU (at the
-network's resolution) is printed for reference.
+before the argmax, as Ultralytics' predictor does with its own. Our evaluator's mIoU is printed
+too: it scores at the labels' resolution (``eval.resolution: original``), so it equals the
+bench's own figure — a check of one against the other.
 
 Side environments (never visbricks dependencies; ``--install`` creates them): smp in
 ``--smp-venv`` (``pip install --no-deps segmentation_models_pytorch``; timm and huggingface_hub
@@ -669,8 +670,10 @@ def main() -> int:
     for key, r in results.items():
         if "own_miou" in r:
             print(
-                f"{names[key]}: its own evaluator's val mIoU {r['own_miou']:.4f} (reference "
-                f"only{'; at the network input' if key == 'ours' else ''})"
+                f"{names[key]}: its own evaluator's val mIoU {r['own_miou']:.4f} (ours: "
+                f"eval.resolution, original by default, so equal to the bench's score)"
+                if key == "ours"
+                else f"{names[key]}: its own evaluator's val mIoU {r['own_miou']:.4f} (reference)"
             )
     if "ours" in mious:
         for peer in ("smp", "yolo"):
