@@ -55,21 +55,9 @@ def read_coco(
     log = ProblemLog(strict)
     names, cat_to_label = _categories(data, json_path, classes)
     by_id = _images(data, images_dir, log)
-    listed = {im.get("id") for im in data["images"] if isinstance(im, dict)}
     objects: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in by_id}
-    for ann in data.get("annotations", []):
-        if not isinstance(ann, dict):
-            log.add(json_path.name, f"annotation entry {ann!r} is not an object; skipped")
-        elif ann.get("image_id") not in listed:
-            log.add(
-                json_path.name,
-                f"annotation {ann.get('id')} refers to unknown image_id "
-                f"{ann.get('image_id')}; skipped",
-            )
-        elif ann["image_id"] in by_id:  # else its image was skipped, and reported, above
-            _add_annotation(
-                ann, by_id[ann["image_id"]], cat_to_label, objects, log, json_path.name
-            )
+    for ann in usable_annotations(data, by_id, log, json_path.name):
+        _add_annotation(ann, by_id[ann["image_id"]], cat_to_label, objects, log, json_path.name)
 
     records = []
     for image_id, record in by_id.items():
@@ -193,6 +181,29 @@ def _images(data: dict[str, Any], images_dir: Path, log: ProblemLog) -> dict[int
         rel = path.relative_to(images_dir.resolve()).as_posix()
         by_id[image_id] = ImageRecord(file=rel, width=width, height=height, image_id=image_id)
     return by_id
+
+
+def usable_annotations(
+    data: dict[str, Any], by_id: dict[int, ImageRecord], log: ProblemLog, where: str
+) -> list[dict[str, Any]]:
+    """The annotations of ``data`` whose image was read (``by_id``); an entry that is no
+    object, or names an image_id the file does not list, is logged as skipped. Annotations of
+    an image that was skipped (and reported) while reading the images are dropped silently.
+    The box reader and ``coco_masks`` share it."""
+    listed = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    usable = []
+    for ann in data.get("annotations", []):
+        if not isinstance(ann, dict):
+            log.add(where, f"annotation entry {ann!r} is not an object; skipped")
+        elif ann.get("image_id") not in listed:
+            log.add(
+                where,
+                f"annotation {ann.get('id')} refers to unknown image_id "
+                f"{ann.get('image_id')}; skipped",
+            )
+        elif ann["image_id"] in by_id:
+            usable.append(ann)
+    return usable
 
 
 def _add_annotation(

@@ -68,7 +68,7 @@ from .base import (
     read_yaml_mapping,
 )
 from .coco import _images as coco_images
-from .coco import load_coco_json, rasterize
+from .coco import load_coco_json, rasterize, usable_annotations
 from .datayaml import apply_split_rule, split_rule
 
 IGNORE_INDEX = 255
@@ -733,18 +733,8 @@ def read_coco_semantic(
     images = Path(image_dir).resolve()
     by_id = coco_images(doc, images, log)
     by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in by_id}
-    listed = {im.get("id") for im in doc["images"] if isinstance(im, dict)}
-    for ann in doc.get("annotations", []):
-        if not isinstance(ann, dict):
-            log.add(json_path.name, f"annotation entry {ann!r} is not an object; skipped")
-        elif ann.get("image_id") not in listed:
-            log.add(
-                json_path.name,
-                f"annotation {ann.get('id')} refers to unknown image_id {ann.get('image_id')}; "
-                "skipped",
-            )
-        elif ann["image_id"] in by_id:  # else its image was skipped, and reported, above
-            by_image[ann["image_id"]].append(ann)
+    for ann in usable_annotations(doc, by_id, log, json_path.name):
+        by_image[ann["image_id"]].append(ann)
     cache = coco_mask_cache(raw, ignore_index)
     records = []
     for image_id, record in by_id.items():
