@@ -78,7 +78,8 @@ def _as_list(maps: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndarra
     return out
 
 
-def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_to(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``arr`` (H, W) resized to ``size`` as the depth metrics do (error analyses reuse it)."""
     # Bilinear with pixel-centre alignment, matching cv2.resize(INTER_LINEAR) in Monodepth2.
     t = torch.from_numpy(arr)[None, None]
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
@@ -115,7 +116,7 @@ def evaluate_depth(
     per_image, baseline, ratios = [], [], []
     for i, (gt, pred) in enumerate(zip(gts, preds, strict=True)):
         if pred.shape != gt.shape:
-            pred = _resize(pred, gt.shape)
+            pred = resize_to(pred, gt.shape)
         if pred_is_disp:
             with np.errstate(divide="ignore"):
                 pred = 1.0 / pred
@@ -217,7 +218,7 @@ class DepthEvaluator(Evaluator):
         axes = fig.subplots(len(frames), 3, squeeze=False)
         for row, (image, disparity, gt) in zip(axes, frames):
             valid = (gt > self.min_depth) & (gt < self.max_depth)
-            pred = 1.0 / _resize(disparity, gt.shape)
+            pred = 1.0 / resize_to(disparity, gt.shape)
             if valid.any():
                 pred = pred * np.median(gt[valid]) / np.median(pred[valid])
             gt_disp = np.where(valid, 1.0 / np.maximum(gt, 1e-6), 0.0)
