@@ -15,6 +15,15 @@ measured in this run with a large matrix multiply. Then the data-wait share of d
     python bench/train_speed.py --quick            # plumbing check: tiny data, 2 steps
     python bench/train_speed.py --wait-workers auto,1   # compare worker settings for data wait
 
+    python bench/train_speed.py --only trainer --trainer-modes eager,compile
+        # the Trainer itself, fp32: ResNet-18 224 px batch 16 FLOP/s ÷ the fp32 GEMM peak
+
+The ``trainer`` part runs visbricks' Trainer (``train.amp=fp32``, in-memory tensors, workers 0,
+SGD) for whole epochs and divides its achieved FLOP/s (FLOPs of one forward + backward counted
+by torch.utils.flop_counter, times images/s of the steady-state epochs) by the fp32 GEMM peak
+measured in the same run, per layout (NCHW, channels-last) and with ``train.compile=true``
+(the first epoch, which compiles, is timed apart: what a budget must amortise).
+
 Timings are meaningful only on an otherwise idle machine.
 """
 
@@ -112,10 +121,9 @@ def collect_batches(task, n: int) -> list[dict]:
     return out
 
 
-def resnet18_setup(args, project: Path):
-    classes = [f"c{i}" for i in range(10)]
-    batch = args.batch or (128 if torch.cuda.is_available() else 32)
-    cfg = load_config(
+def resnet18_config(args, project: Path, batch: int, classes: list[str], extra: list[str] = ()):
+    """classify-shapes as ResNet-18 at 224 px on given tensors (no data of its own)."""
+    return load_config(
         "classify-shapes",
         [
             "data.synth=null",
@@ -124,8 +132,15 @@ def resnet18_setup(args, project: Path):
             f"batch_size={batch}",
             f"device={args.device}",
             f"project={project}",
+            *extra,
         ],
     )
+
+
+def resnet18_setup(args, project: Path):
+    classes = [f"c{i}" for i in range(10)]
+    batch = args.batch or (128 if torch.cuda.is_available() else 32)
+    cfg = resnet18_config(args, project, batch, classes)
     g = torch.Generator().manual_seed(0)
     batches = [
         {
@@ -179,9 +194,77 @@ def data_wait(args, project: Path, workers: str) -> tuple[float, int, float]:
     return stats["data_wait"], trainer.workers, stats["img_s"]
 
 
+def trainer_roofline(args, project: Path, peak: float) -> None:
+    """The Trainer's fp32 FLOP/s ÷ ``peak`` for ResNet-18 224 px (``--trainer-batch``), per mode."""
+    from trainer_overhead import Fixed  # pre-made tensors: no decoding in the timed loop
+
+    from visbricks.tasks import DataBundle
+
+    batch = args.trainer_batch
+    steps = 2 if args.quick else args.trainer_steps
+    classes = [f"c{i}" for i in range(10)]
+    data = Fixed(steps * batch, 224, len(classes))
+    print(f"\nTrainer, ResNet-18 classify 224px, batch {batch}, fp32, {steps} steps per epoch")
+    print(f"  {'mode':<34}{'img/s':>9}{'TFLOP/s':>9}{'roofline':>10}{'1st epoch':>11}")
+    for mode in args.trainer_modes.split(","):
+        mode = mode.strip()
+        overrides = {
+            "eager": ["model.channels_last=false"],
+            "cl": ["model.channels_last=true"],
+            "compile": ["model.channels_last=false", "train.compile=true"],
+            "cl-compile": ["model.channels_last=true", "train.compile=true"],
+        }[mode]
+        cfg = resnet18_config(
+            args,
+            project,
+            batch,
+            classes,
+            [
+                "workers=0",
+                "train.amp=fp32",
+                "epochs=1000",
+                "train.plots=false",
+                "train.tensorboard=false",
+                "optim.name=sgd",
+                "optim.lr=0.01",
+                "optim.momentum=0.9",
+                "sched.name=cosine",
+                *overrides,
+            ],
+        )
+        task = build_task(cfg)
+        trainer = Trainer(cfg, task.build_model(), DataBundle(data, data, classes), task=task)
+        sample = {"image": data.x[:batch], "label": data.y[:batch]}
+        with FlopCounterMode(display=False) as counter:  # eager: the FLOPs are the model's
+            out = trainer.model(sample["image"].to(trainer.device))["logits"]
+            torch.nn.functional.cross_entropy(out, sample["label"].to(trainer.device)).backward()
+        trainer.model.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops() / batch
+        t0 = time.perf_counter()
+        trainer._train_epoch(0)  # compiles when train.compile=true; warms caches otherwise
+        first = time.perf_counter() - t0
+        times = []
+        for epoch in range(1, 2 if args.quick else 4):
+            t0 = time.perf_counter()
+            trainer._train_epoch(epoch)
+            times.append(time.perf_counter() - t0)
+        ips = steps * batch / min(times)
+        print(
+            f"  {mode:<34}{ips:>9.1f}{ips * flops / 1e12:>9.3f}"
+            f"{100 * ips * flops / peak:>9.1f}%{first:>10.1f}s"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["resnet18", "detector", "wait"], default=None)
+    ap.add_argument("--only", choices=["resnet18", "detector", "wait", "trainer"], default=None)
+    ap.add_argument("--trainer-batch", type=int, default=16, help="the Trainer part's batch")
+    ap.add_argument("--trainer-steps", type=int, default=12, help="steps per timed epoch")
+    ap.add_argument(
+        "--trainer-modes",
+        default="eager,cl,compile,cl-compile",
+        help="the Trainer part: eager (NCHW), cl (channels-last), compile, cl-compile",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=None, help="ResNet-18 batch (default 32 / 128)")
     ap.add_argument("--steps", type=int, default=5, help="at least this many timed steps")
@@ -235,6 +318,10 @@ def main() -> None:
                     f"  {name:<34}{ips:>9.1f}{achieved / 1e12:>9.3f}{100 * share:>9.1f}%"
                     f"{ips / base:>8.2f}x"
                 )
+    if args.only in (None, "trainer"):
+        peak = gemm_peak("fp32", device, 0.5 if args.quick else 3.0)
+        print(f"\nGEMM peak fp32: {peak / 1e12:.3f} TFLOP/s")
+        trainer_roofline(args, project, peak)
     if args.only in (None, "wait"):
         print("\ndata wait, detect-shapes, default settings except workers (training steps only):")
         for workers in args.wait_workers.split(","):
