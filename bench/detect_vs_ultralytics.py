@@ -466,7 +466,11 @@ def main() -> int:
     p.add_argument("--amp", choices=["auto", "fp32"], default="auto", help="our train.amp")
     p.add_argument("--json", type=Path, help="append each result to this JSONL file")
     p.add_argument("--table", type=Path, help="print the combined table of a JSONL file; no run")
-    p.add_argument("--data", default="data/shapes-det/data.yaml", help="the preset's data (made)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="a detection dataset (default: the preset's shapes, generated into the work folder)",
+    )
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--install", action="store_true", help="create the side venv if needed")
@@ -513,10 +517,15 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="vs_ultralytics-"))
     work.mkdir(parents=True, exist_ok=True)
     budgets = [float(b) for b in args.budgets.split(",")]
-    overrides = [f"data.root={args.data}", f"device={args.device}", "eval.coco=false"]
+    overrides = [f"device={args.device}", "eval.coco=false"]
+    if args.data:
+        overrides.append(f"data.root={args.data}")  # a given dataset replaces the generator
+    else:
+        # The preset's generator, writing into the work folder: a data.synth key given with
+        # data.root keeps the generator (config.py), the preset's own seed restated.
+        overrides += [f"data.root={work / 'shapes-det' / 'data.yaml'}", "data.synth.seed=0"]
     if args.quick:
         budgets = [20.0]
-        overrides[0] = f"data.root={work / 'shapes-det' / 'data.yaml'}"
         overrides += ["data.synth.n_train=64", "data.synth.n_val=16"]
     source_cfg = load_config("detect-shapes", overrides)
     build_task(source_cfg).prepare_data()  # the preset's generated data, made on first use
