@@ -60,13 +60,13 @@ class BatchChoice:
         )
 
 
-def _batch(data: DataBundle, size: int) -> dict:
+def first_batch(data: DataBundle, size: int) -> dict:
     """The first ``size`` training samples as one batch (no shuffling: the same every time)."""
     loader = DataLoader(data.train, batch_size=size, shuffle=False, collate_fn=data.collate_fn)
     return next(iter(loader))
 
 
-def _training_copy(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+def training_copy(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     # On CUDA the copy's weights count on top of the model's own: a conservative margin.
     work = copy.deepcopy(model).to(device)
     if channels_last:
@@ -88,7 +88,7 @@ def choose_batch_size(
         raise ConfigError("batch_size=auto: the train set is empty")
     precision = resolve_amp(cfg.train.amp, device)
     channels_last = resolve_channels_last(cfg.model.channels_last, device, precision)
-    work = _training_copy(model, device, channels_last)
+    work = training_copy(model, device, channels_last)
 
     def step(batch: dict) -> None:
         with precision.autocast():
@@ -106,7 +106,7 @@ def _fastest(cfg, work, data, task, device, channels_last, step, n: int) -> Batc
     choice = BatchChoice(candidates[0], device.type)
     best = -1.0
     for size in candidates:
-        batch = task.to_device(_batch(data, size), device, channels_last)
+        batch = task.to_device(first_batch(data, size), device, channels_last)
         for _ in range(WARMUP):
             step(batch)
             work.zero_grad(set_to_none=True)
@@ -133,7 +133,7 @@ def _largest_fitting(cfg, work, data, task, device, channels_last, step, n: int)
         try:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-            batch = task.to_device(_batch(data, size), device, channels_last)
+            batch = task.to_device(first_batch(data, size), device, channels_last)
             step(batch)
             optimizer.step()
             torch.cuda.synchronize(device)

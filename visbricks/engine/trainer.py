@@ -37,6 +37,7 @@ from .checkpoint import (
 )
 from .contract import TrainableTask, training_forward
 from .ema import ModelEMA
+from .layout import choose_channels_last, layout_probe_applies
 from .lr_finder import LRFindResult, lr_range_test, save_lr_find
 from .optim import LRSchedule, build_optimizer, check_module_paths, param_groups
 from .precision import select_device, to_float32
@@ -83,6 +84,10 @@ class Trainer:
         if cfg.batch_size == "auto":
             tick = time.perf_counter()
             cfg = self.cfg = self._auto_batch_size(cfg, model, data, task, ckpt)
+            self.tuning_s += time.perf_counter() - tick
+        if layout_probe_applies(cfg, self.device):
+            tick = time.perf_counter()
+            cfg = self.cfg = self._auto_layout(cfg, model, data, task, ckpt)
             self.tuning_s += time.perf_counter() - tick
         # Every setting the loop reads, resolved once: "auto" becomes what this device runs
         # fastest (engine/precision.py); printed and written to config.yaml.
@@ -191,14 +196,25 @@ class Trainer:
         print(choice.describe(), flush=True)
         return _with_value(cfg, ("batch_size",), size)
 
+    def _auto_layout(self, cfg: Config, model: nn.Module, data, task, ckpt) -> Config:
+        """``model.channels_last: auto`` in fp32 on a CPU → the layout measured faster
+        (engine/layout.py); a resumed run keeps its first start's choice."""
+        kept = ckpt["config"]["model"].get("channels_last") if ckpt is not None else None
+        if isinstance(kept, bool):
+            return _with_value(cfg, ("model", "channels_last"), kept)
+        per_process = max(1, int(cfg.batch_size) // self.dist.world_size)
+        choice = self.dist.run_on_main(
+            lambda: choose_channels_last(cfg, model, data, task, self.device, per_process)
+        )
+        print(choice.describe(), flush=True)
+        return _with_value(cfg, ("model", "channels_last"), choice.channels_last)
+
     def _auto_lr(self, cfg: Config, model: nn.Module, data, task, ckpt) -> Config:
         """``optim.lr: auto`` → the range test's suggestion (engine/lr_finder.py), run on a
         copy of the initial model; a resumed run keeps the lr its first start chose."""
         if ckpt is not None:
             return _with_value(cfg, ("optim", "lr"), ckpt["config"]["optim"]["lr"])
-        result = self.dist.run_on_main(
-            lambda: lr_range_test(cfg, model, data, task, self.device)
-        )
+        result = self.dist.run_on_main(lambda: lr_range_test(cfg, model, data, task, self.device))
         self.lr_find = result
         print(
             f"optim.lr=auto: {result.suggestion:.3g} ({result.rule}; lr range test over "
@@ -424,8 +440,11 @@ class Trainer:
             plan = self.budget.plan
             print(
                 f"train.time: budget {self.budget.seconds:g} s, used {self.budget.elapsed():.1f} s"
-                + (f" ({self.tuning_s:.1f} s choosing batch_size/optim.lr: auto)"
-                   if self.tuning_s else "")
+                + (
+                    f" ({self.tuning_s:.1f} s choosing batch_size/layout/optim.lr: auto)"
+                    if self.tuning_s
+                    else ""
+                )
                 + f" for {self.schedule.last_step} optimizer steps"
                 + (f" ({plan.total_steps} planned, {self.budget.replans} re-plans)" if plan else "")
             )
