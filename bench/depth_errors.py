@@ -55,9 +55,8 @@ import numpy as np
 import torch
 import yaml
 
+from visbricks.data.synth.driving import SURFACE_NAMES as SEMANTIC_NAMES  # its pixel codes
 from visbricks.metrics.depth import DepthEvaluator, compute_depth_errors, resize_to
-
-SEMANTIC_NAMES = ("backdrop", "road", "kerb", "sidewalk", "building", "car")  # driving.py codes
 
 
 # --------------------------------------------------------------------------- scoring
