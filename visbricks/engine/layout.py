@@ -71,9 +71,11 @@ def choose_channels_last(
     batch_size: int,
 ) -> LayoutChoice:
     """The faster layout for training ``model`` on ``device`` in fp32 (module docstring)."""
-    precision = resolve_amp(cfg.train.amp, device)
-    batch = first_batch(data, max(1, min(int(batch_size), len(data.train))))
     choice = LayoutChoice(False)
+    if len(data.train) < 1:
+        return choice  # nothing to time: the rule's NCHW (the Trainer reports the empty set)
+    precision = resolve_amp(cfg.train.amp, device)
+    batch = first_batch(data, min(max(1, int(batch_size)), len(data.train)))
     for name, channels_last in (("NCHW", False), ("channels-last", True)):
         work = training_copy(model, device, channels_last)
         moved = task.to_device(batch, device, channels_last)
