@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import tiny_config, write_colour_folder
-from visbricks.engine import layout
+from visbricks.engine import batch_size, layout
 from visbricks.engine.layout import choose_channels_last, layout_probe_applies
 from visbricks.engine.trainer import Trainer
 from visbricks.tasks import build_task
@@ -52,14 +52,14 @@ def _is_channels_last(model: torch.nn.Module) -> bool:
 def test_the_faster_layout_wins(colours, tmp_path, monkeypatch, slow):
     # Each step of the slow layout sleeps 60 ms more than the real step (a few ms at 32 px):
     # the measured rates must differ by far more than the margin, in the right direction.
-    real_step = layout._step
+    real_step = batch_size.forward_backward
 
     def step(task, work, batch, precision):
         real_step(task, work, batch, precision)
         if _is_channels_last(work) == (slow == "channels-last"):
             time.sleep(0.06)
 
-    monkeypatch.setattr(layout, "_step", step)
+    monkeypatch.setattr(batch_size, "forward_backward", step)
     cfg = _cfg(colours, tmp_path)
     task = build_task(cfg)
     choice = choose_channels_last(cfg, task.build_model(), task.build_data(), task, CPU, 8)
@@ -74,13 +74,13 @@ def test_the_faster_layout_wins(colours, tmp_path, monkeypatch, slow):
 
 def test_a_near_tie_keeps_nchw(colours, tmp_path, monkeypatch):
     # Both layouts dominated by the same delay: within the margin, so NCHW stays.
-    real_step = layout._step
+    real_step = batch_size.forward_backward
 
     def step(task, work, batch, precision):
         real_step(task, work, batch, precision)
         time.sleep(0.1)
 
-    monkeypatch.setattr(layout, "_step", step)
+    monkeypatch.setattr(batch_size, "forward_backward", step)
     cfg = _cfg(colours, tmp_path)
     task = build_task(cfg)
     choice = choose_channels_last(cfg, task.build_model(), task.build_data(), task, CPU, 8)

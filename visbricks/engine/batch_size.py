@@ -91,30 +91,40 @@ def choose_batch_size(
     work = training_copy(model, device, channels_last)
 
     def step(batch: dict) -> None:
-        with precision.autocast():
-            outputs = training_forward(task, work, batch)
-        loss = task.loss(to_float32(outputs), batch)["loss"]
-        loss.backward()
+        forward_backward(task, work, batch, precision)
 
     if device.type == "cuda":
         return _largest_fitting(cfg, work, data, task, device, channels_last, step, n)
-    return _fastest(cfg, work, data, task, device, channels_last, step, n)
+    return _fastest(cfg, work, data, task, device, channels_last, precision, n)
 
 
-def _fastest(cfg, work, data, task, device, channels_last, step, n: int) -> BatchChoice:
+def forward_backward(task: TrainableTask, work: nn.Module, batch: dict, precision) -> None:
+    """Forward, loss and backward of a measuring copy under ``precision`` (no optimizer step)."""
+    with precision.autocast():
+        outputs = training_forward(task, work, batch)
+    task.loss(to_float32(outputs), batch)["loss"].backward()
+
+
+def images_per_second(
+    task: TrainableTask, work: nn.Module, batch: dict, precision, timed: int = TIMED
+) -> float:
+    """Training images/s of ``work`` on ``batch`` (on its device): ``WARMUP`` untimed, then
+    ``timed`` timed forward + backward steps, the gradients dropped after each."""
+    for i in range(WARMUP + timed):
+        if i == WARMUP:
+            start = time.perf_counter()
+        forward_backward(task, work, batch, precision)
+        work.zero_grad(set_to_none=True)
+    return timed * task.batch_size(batch) / max(time.perf_counter() - start, 1e-9)
+
+
+def _fastest(cfg, work, data, task, device, channels_last, precision, n: int) -> BatchChoice:
     candidates = sorted({min(int(b), n) for b in cfg.tune.batch_candidates})
     choice = BatchChoice(candidates[0], device.type)
     best = -1.0
     for size in candidates:
         batch = task.to_device(first_batch(data, size), device, channels_last)
-        for _ in range(WARMUP):
-            step(batch)
-            work.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        for _ in range(TIMED):
-            step(batch)
-            work.zero_grad(set_to_none=True)
-        rate = TIMED * task.batch_size(batch) / max(time.perf_counter() - start, 1e-9)
+        rate = images_per_second(task, work, batch, precision)
         choice.measured[size] = rate
         if rate > best:
             best, choice.batch_size = rate, size

@@ -5,7 +5,7 @@ CPU the gain depends on the model and the machine: on an AMD EPYC (2 threads,
 ``bench/train_speed.py``) the Trainer trained ResNet-18 at 224 px, batch 16, 1.28x faster
 channels-last (33.9 vs 26.5 img/s: 83 % of the fp32 GEMM peak against 65 %), a training step of
 the demo SSD at 128 px only 1.07x faster (an earlier README row has it 0.88x as fast). So there
-the Trainer times ``TIMED`` forward + backward steps (after ``WARMUP`` untimed ones) of a copy of
+the Trainer times ``TIMED`` forward + backward steps (after an untimed one) of a copy of
 the model in each layout, on one real training batch, and trains channels-last only when that is
 at least ``MARGIN`` faster: a near tie keeps NCHW, so noise does not flip the layout of identical
 runs.
@@ -17,7 +17,6 @@ resumed run keeps its first start's choice. The choice is printed and written to
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -25,11 +24,10 @@ from torch import nn
 
 from ..config import Config
 from ..data.bundle import DataBundle
-from .batch_size import first_batch, training_copy
-from .contract import TrainableTask, training_forward
-from .precision import Precision, resolve_amp, to_float32
+from .batch_size import first_batch, images_per_second, training_copy
+from .contract import TrainableTask
+from .precision import resolve_amp
 
-WARMUP = 1  # untimed steps per layout (oneDNN picks and caches its kernels on the first call)
 TIMED = 3  # timed steps per layout
 MARGIN = 1.05  # channels-last must be this much faster to be chosen
 
@@ -54,14 +52,6 @@ def layout_probe_applies(cfg: Config, device: torch.device) -> bool:
     return not cfg.deterministic and resolve_amp(cfg.train.amp, device).mode == "fp32"
 
 
-def _step(task: TrainableTask, work: nn.Module, batch: dict, precision: Precision) -> None:
-    """Forward, loss and backward (no optimizer step: the copy's weights stay as they are)."""
-    with precision.autocast():
-        outputs = training_forward(task, work, batch)
-    task.loss(to_float32(outputs), batch)["loss"].backward()
-    work.zero_grad(set_to_none=True)
-
-
 def choose_channels_last(
     cfg: Config,
     model: nn.Module,
@@ -79,12 +69,6 @@ def choose_channels_last(
     for name, channels_last in (("NCHW", False), ("channels-last", True)):
         work = training_copy(model, device, channels_last)
         moved = task.to_device(batch, device, channels_last)
-        for _ in range(WARMUP):
-            _step(task, work, moved, precision)
-        start = time.perf_counter()
-        for _ in range(TIMED):
-            _step(task, work, moved, precision)
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        choice.measured[name] = TIMED * task.batch_size(moved) / elapsed
+        choice.measured[name] = images_per_second(task, work, moved, precision, TIMED)
     choice.channels_last = choice.measured["channels-last"] >= MARGIN * choice.measured["NCHW"]
     return choice
