@@ -50,14 +50,16 @@ def _is_channels_last(model: torch.nn.Module) -> bool:
 
 @pytest.mark.parametrize("slow", ["NCHW", "channels-last"])
 def test_the_faster_layout_wins(colours, tmp_path, monkeypatch, slow):
-    # Each step of the slow layout sleeps 60 ms more than the real step (a few ms at 32 px):
-    # the measured rates must differ by far more than the margin, in the right direction.
+    # Each step of the slow layout sleeps 5x its own real step + 50 ms: it takes over 6x its
+    # compute, so even if its real step were half the other layout's (and a loaded machine
+    # slows both alike), its rate stays well below 1/1.5 of the fast one's.
     real_step = batch_size.forward_backward
 
     def step(task, work, batch, precision):
+        start = time.perf_counter()
         real_step(task, work, batch, precision)
         if _is_channels_last(work) == (slow == "channels-last"):
-            time.sleep(0.06)
+            time.sleep(5 * (time.perf_counter() - start) + 0.05)
 
     monkeypatch.setattr(batch_size, "forward_backward", step)
     cfg = _cfg(colours, tmp_path)
@@ -73,12 +75,10 @@ def test_the_faster_layout_wins(colours, tmp_path, monkeypatch, slow):
 
 
 def test_a_near_tie_keeps_nchw(colours, tmp_path, monkeypatch):
-    # Both layouts dominated by the same delay: within the margin, so NCHW stays.
-    real_step = batch_size.forward_backward
-
+    # Both layouts take the same fixed time per step (the real step left out: under load its two
+    # layouts can differ by more than the margin): a tie, so NCHW stays.
     def step(task, work, batch, precision):
-        real_step(task, work, batch, precision)
-        time.sleep(0.1)
+        time.sleep(0.05)
 
     monkeypatch.setattr(batch_size, "forward_backward", step)
     cfg = _cfg(colours, tmp_path)
