@@ -86,24 +86,26 @@ def train_for(
     return steps
 
 
+def loop_precision(cfg, device):
+    """The Trainer's ``auto`` precision, with bf16 for its fp16 + scaler where the GPU has bf16:
+    this plain loop has no GradScaler."""
+    from visbricks.engine.precision import Precision, cuda_has_bf16, resolve_amp
+
+    precision = resolve_amp(cfg.train.amp, device)
+    if precision.needs_scaler and cuda_has_bf16(device):
+        precision = Precision("bf16", device.type)
+    return precision
+
+
 def train_ours(cfg, budget: float, seed: int) -> tuple[float, int]:
     """(VOC mAP@0.5 on val, steps) of the preset's model trained for ``budget`` seconds with
     the preset's recipe and the Trainer's ``auto`` precision and memory layout."""
-    from visbricks.engine.precision import (
-        Precision,
-        cuda_has_bf16,
-        resolve_amp,
-        resolve_channels_last,
-        select_device,
-        to_float32,
-    )
+    from visbricks.engine.precision import resolve_channels_last, select_device, to_float32
 
     task = build_task(cfg)
     data = task.build_data()  # generates the shapes data on first use
     device = select_device(cfg.device)
-    precision = resolve_amp(cfg.train.amp, device)
-    if precision.needs_scaler and cuda_has_bf16(device):
-        precision = Precision("bf16", device.type)  # this plain loop has no GradScaler
+    precision = loop_precision(cfg, device)
     channels_last = resolve_channels_last(cfg.model.channels_last, device, precision)
     train = DataLoader(data.train, batch_size=cfg.batch_size, collate_fn=data.collate_fn)
     val = DataLoader(data.val, batch_size=cfg.batch_size, collate_fn=data.collate_fn)

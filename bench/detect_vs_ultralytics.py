@@ -272,7 +272,7 @@ class Bench:
 
     def run_ours(self, budget: float) -> dict:
         import torch
-        from detect_quality import train_ours  # the shared time-budget recipe
+        from detect_quality import loop_precision, train_ours  # the shared recipe
 
         start = time.time()
         map50, steps = train_ours(self.cfg, budget, self.args.seed)
@@ -280,7 +280,7 @@ class Bench:
             OURS,
             budget,
             map50=map50,
-            amp=our_precision(self.cfg, self.device),
+            amp=loop_precision(self.cfg, self.device).mode,
             amp_requested=self.args.amp,
             steps=steps,
             images=steps * self.cfg.batch_size,
@@ -367,14 +367,6 @@ class Bench:
         if missing:
             print(f"  warning: {model} made no prediction for {missing} val images")
         return self.task.score(ordered, self.val_set).metrics[self.task.metric]
-
-
-def our_precision(cfg, device) -> str:
-    """The arithmetic ``train_ours`` trains in (it prints it; this is its rule, for the record)."""
-    from visbricks.engine.precision import cuda_has_bf16, resolve_amp
-
-    precision = resolve_amp(cfg.train.amp, device)
-    return "bf16" if precision.needs_scaler and cuda_has_bf16(device) else precision.mode
 
 
 def cpu_name() -> str:
