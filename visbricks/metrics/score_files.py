@@ -52,12 +52,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.formats import find_format, get_format, read_task_split
-from ..data.formats._common import ProblemLog
+from ..data.formats import ProblemLog, find_format, get_format, read_task_split
 from ..data.formats.base import SPLITS, is_yaml
 from ..data.formats.culane import CULane
 from ..data.formats.masks import IGNORE_INDEX, read_mask
-from ..data.formats.tusimple import _label_files
+from ..data.formats.tusimple import label_files
 from ..data.lanes import LaneSet
 from ..errors import ConfigError, DataError
 from .base import EvalResult, fmt
@@ -229,7 +228,7 @@ def _tusimple_labels(labels: Path, split: str) -> tuple[dict[str, _TuFrame], str
     if labels.is_file() and not is_yaml(labels):
         files, used = [labels], _file_split(labels, split)
     else:
-        by_split = _label_files(labels)
+        by_split = label_files(labels)
         if not by_split:
             raise DataError(
                 f"{labels}: no TuSimple label files (JSON lines of lanes, h_samples, raw_file)"
@@ -355,7 +354,7 @@ def _culane_labels(labels: Path, split: str) -> tuple[LaneSet, str, str]:
             raise DataError(f"cannot read CULane list {labels}: {e}") from None
         for n, line in enumerate(lines, 1):
             if line.split():
-                rec = CULane._record(root, line.split(), f"{labels.name}:{n}", log)
+                rec = CULane.line_record(root, line.split(), f"{labels.name}:{n}", log)
                 if rec is not None:
                     records.append(rec)
         stem = labels.stem[:-3] if labels.stem.endswith("_gt") else labels.stem

@@ -20,6 +20,7 @@ from typing import Any
 from ...errors import ConfigError, DataError
 from ..classification import ClassificationSet
 from ..records import DetectionSet
+from ._common import ProblemLog
 from .base import (
     KINDS,
     SPLITS,
@@ -45,6 +46,7 @@ FORMATS = tuple(format_names("detection", writable=True))
 
 __all__ = [
     "FORMATS",
+    "ProblemLog",
     "KINDS",
     "SPLITS",
     "ClassificationSet",

@@ -124,13 +124,13 @@ class CULane(DatasetFormat):
             list_file = lists[name]
             listed = f"list/{list_file.name}"  # as the user finds it under the root
             for n, line in text_lines(list_file, log, listed):
-                rec = self._record(root, line.split(), f"{listed}:{n}", log)
+                rec = self.line_record(root, line.split(), f"{listed}:{n}", log)
                 if rec is not None:
                     records.append(rec)
         return LaneSet(root, records, log.items, skipped=log.skipped)
 
     @staticmethod
-    def _record(root: Path, parts: list[str], where: str, log: ProblemLog) -> LaneRecord | None:
+    def line_record(root: Path, parts: list[str], where: str, log: ProblemLog) -> LaneRecord | None:
         file = parts[0].lstrip("/")
         found = listed_image(root, file, where, log)
         if found is None:

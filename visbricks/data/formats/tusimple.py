@@ -60,7 +60,7 @@ def _is_label_file(path: Path) -> bool:
     return isinstance(doc, dict) and all(k in doc for k in _KEYS)
 
 
-def _label_files(path: Path) -> dict[str, list[Path]]:
+def label_files(path: Path) -> dict[str, list[Path]]:
     """split → label files at ``path`` (a folder, a .json file, or our data YAML)."""
     if is_yaml(path):
         doc = read_yaml_mapping(path)
@@ -137,10 +137,10 @@ class TuSimple(DatasetFormat):
         path = Path(path)
         if path.is_file():
             return path.suffix == ".json" and (_benchmark_name(path) or _is_label_file(path))
-        return path.is_dir() and bool(_label_files(path))
+        return path.is_dir() and bool(label_files(path))
 
     def splits(self, path: str | Path) -> list[str | None]:
-        return list(_label_files(Path(path))) or [None]
+        return list(label_files(Path(path))) or [None]
 
     def read(
         self,
@@ -152,7 +152,7 @@ class TuSimple(DatasetFormat):
         path = Path(path)
         if not path.exists():
             raise DataError(f"TuSimple dataset not found: {path}")
-        files = _label_files(path)
+        files = label_files(path)
         if split is not None and split not in files:
             raise DataError(
                 f"{path}: no TuSimple label file for split {split!r} "
