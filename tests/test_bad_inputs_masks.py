@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,23 @@ def test_coco_mask_cache_follows_the_json(tmp_path, capsys, _cache_home):
     assert (_masks(root)[1][2:12, 2:22] == 1).all()
     assert digest(root) == before
     assert len(list(_cache_home.glob("visbricks/coco_masks/*"))) == 2  # one per JSON content
+
+
+def test_coco_mask_cache_folders_unused_for_30_days_are_deleted(tmp_path, capsys, _cache_home):
+    root = _coco(tmp_path / "coco")
+    caches = _cache_home / "visbricks" / "coco_masks"
+    day = 86400
+    old, recent = caches / ("a" * 24), caches / ("b" * 24)
+    mine = caches / "my-notes"  # not a key: never the cache's to delete
+    for folder, age in ((old, 31 * day), (recent, 29 * day), (mine, 400 * day)):
+        (folder / "1-8x8.png").parent.mkdir(parents=True)
+        (folder / "1-8x8.png").write_bytes(b"png")
+        os.utime(folder, (time.time() - age, time.time() - age))
+    code, text = run_cli(capsys, "data", "check", root / "seg.yaml")
+    assert code == 0, text
+    assert not old.exists() and recent.exists() and mine.exists()
+    used = [f for f in caches.iterdir() if f not in (recent, mine)]
+    assert len(used) == 1 and time.time() - used[0].stat().st_mtime < day  # this run's, kept
 
 
 # ---- label PNGs --------------------------------------------------------------------------------

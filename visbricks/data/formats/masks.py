@@ -41,8 +41,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -736,6 +738,7 @@ def read_coco_semantic(
     for ann in usable_annotations(doc, by_id, log, json_path.name):
         by_image[ann["image_id"]].append(ann)
     cache = coco_mask_cache(raw, ignore_index)
+    use_mask_cache(cache)
     records = []
     for image_id, record in by_id.items():
         h, w = record.height, record.width
@@ -782,6 +785,42 @@ def coco_mask_cache(raw: bytes, ignore_index: int) -> Path:
     digest = hashlib.sha256(raw)
     digest.update(f"|ignore_index={ignore_index}|{_COCO_MASK_RULES}".encode())
     return Path(base) / "visbricks" / "coco_masks" / digest.hexdigest()[:24]
+
+
+# A key folder no run has used for this long is deleted (an edited JSON gets a new key, so
+# without this every edit would leave a full copy of its masks behind, forever).
+MASK_CACHE_DAYS = 30
+_CACHE_KEY = re.compile(r"[0-9a-f]{24}")  # coco_mask_cache's folder names
+
+
+def use_mask_cache(cache: Path, days: float = MASK_CACHE_DAYS) -> list[Path]:
+    """Mark ``cache`` (a key folder) as used now and delete its sibling key folders unused for
+    ``days``. Only folders named like keys are touched; age is the folder's mtime, which every
+    use refreshes, so a cache another run is reading (used within ``days``) is never removed.
+    Returns the removed folders."""
+    now = time.time()
+    if cache.is_dir():
+        try:
+            os.utime(cache, (now, now))
+        except OSError:  # a read-only cache is still usable; it just ages
+            pass
+    removed = []
+    try:
+        siblings = list(cache.parent.iterdir())
+    except OSError:
+        return removed
+    for folder in siblings:
+        if folder == cache or not _CACHE_KEY.fullmatch(folder.name) or not folder.is_dir():
+            continue
+        try:
+            unused = now - folder.stat().st_mtime
+        except OSError:
+            continue
+        if unused > days * 86400:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
 
 
 def _write_cached(path: Path, mask: np.ndarray, json_path: Path) -> None:
