@@ -1,11 +1,14 @@
-"""Our ``detect-shapes`` SSD against Ultralytics YOLO26n and YOLO11n at equal wall-clock budgets.
+"""Our SSD against Ultralytics YOLO26n (and YOLO11n) at equal wall-clock budgets: on the
+``detect-shapes`` preset's generated shapes (default) or on real photos (``--data raccoon``).
 
     python bench/detect_vs_ultralytics.py [--budgets 300,600,1800] [--models yolo26n,yolo11n]
         [--amp auto|fp32] [--only ours|yolo26n|yolo11n] [--json results.jsonl] [--install]
+    python bench/detect_vs_ultralytics.py --data raccoon [--budgets 600]
+        [--only ours|ours-imagenet|yolo26n] [--json results.jsonl] ...
     python bench/detect_vs_ultralytics.py --table results.jsonl     # combine, no training
 
-What is compared. The preset's generated shapes data is converted to YOLO format by our own
-``data convert`` (the converted ``data.yaml`` must pass Ultralytics' ``check_det_dataset``
+What is compared (shapes). The preset's generated shapes data is converted to YOLO format by
+our own ``data convert`` (the converted ``data.yaml`` must pass Ultralytics' ``check_det_dataset``
 unchanged). Every detector starts from random weights on that same converted data at the same
 image size (128), for each budget in turn, one after the other:
 
@@ -24,6 +27,34 @@ image size (128), for each budget in turn, one after the other:
   ``auto`` precision and layout (bf16 + channels-last on a CPU with native bf16), or in fp32
   with ``--amp fp32`` (what a CPU without native bf16 gets).
 
+What is compared (raccoon): a real-photo comparison, ours from scratch vs ours from ImageNet
+vs YOLO26n from scratch. The raccoon photos of ``bench/real_detect.py`` (labelImg VOC XML; its
+data YAML, written by the same function: 160 train / the last 40 by file name val) at 256 px,
+real_detect's size, for both sides (the ``detect`` preset's own default is 320). The train and
+val splits are converted to YOLO format by our ``data convert`` as above; Ultralytics trains on
+that copy, ours on the data YAML itself: the same images and boxes, as our reader reads them.
+Without the photos or the weights file (``../shared/data``) the bench prints ``skipped``.
+
+- ours: ``visbricks train detect data=raccoon.yaml train.time=BUDGET ...`` in a fresh process,
+  as a user types it: the ``detect`` preset (SSD head on an FPN; the preset's backbone is
+  ResNet-18 with ``pretrained: auto``) with real_detect's overrides (``real_detect.MODEL_ARGS``,
+  ``DETECT_ARGS``): MobileNetV2 backbone (the ImageNet file is a MobileNetV2), FPN of 96
+  channels on levels 1-3 + 2 extra, anchors 15-95 % of the side, AdamW lr 0.001 wd 1e-4,
+  batch 16, warm-up 2 of the preset's 30 epochs (``train.time`` lays the schedule over the
+  budget, ``epochs`` only scales the warm-up). Two variants: ``ours`` (``model.pretrained=null``,
+  random init, never the preset's ``auto``) and ``ours-imagenet``
+  (``model.pretrained=/work/shared/data/weights/mobilenet_v2-b0353104.pth`` with real_detect's
+  ``train.lr_mult={backbone: 0.3}``, which only the pretrained backbone gets). The Trainer's
+  ``train.time`` is the whole run's clock (training, its layout/batch probes, validation); like
+  Ultralytics' ``val=False, plots=False`` it validates only after its last step
+  (``train.val_every`` past the run) and draws no plots; ``data.cache=true``, ``eval.coco=false``,
+  the Trainer's ``auto`` precision (``--amp``) and loader workers (``--workers`` sets both
+  sides'). Its score is that last validation (``results.csv``): our VOC AP on the 40 val images
+  in original pixels, the code the Ultralytics predictions are scored by.
+- YOLO26n from ``yolo26n.yaml`` (random init: no weights are fetched offline) with its default
+  recipe and ``time=``, ``imgsz=256``, exactly as on shapes (below for the scoring). No goals
+  apply (the issue's ratios are for shapes); the table prints ours / YOLO26n for each variant.
+
 How it is scored. All are scored by our VOC AP code on the same val images, predictions in
 original-image pixels at conf 0.001, up to 300 per image. YOLO11n's boxes go through NMS (IoU
 0.7). YOLO26n trains two heads (one-to-many and one-to-one); in ultralytics 8.4.190 ``predict``
@@ -36,23 +67,26 @@ better of the two — the figure least favourable to us.
 Output. One line per side and budget as it finishes, then a table with one row per budget (and
 our precision): VOC mAP@0.5, training steps (batches: ours one AdamW step per batch of 16;
 Ultralytics batch 16, its optimizer stepping every 64 images once warm), epochs (images trained /
-training images) and training images/s of each side, and ours / the better peer (goals: >= 1.5
-at 300 s, >= 1.2 at 600 s, >= 1.0 at 1,800 s). ``--only`` runs a single side (each can then be run
+training images) and training images/s of each side (ours on raccoon: per second of the
+Trainer's budget clock), and ours / the better peer (shapes goals: >= 1.5 at 300 s, >= 1.2 at
+600 s, >= 1.0 at 1,800 s). ``--only`` runs a single side (each can then be run
 alone on an idle machine); ``--json PATH`` appends every result as one JSON line (model, budget,
 precision, mAP, steps, epochs, images/s, seconds, CPU model, torch threads, ...), and
-``--table PATH`` prints the combined table of such a file, a later result of the same model,
-budget, precision and CPU replacing an earlier one. ``--quick`` checks the plumbing: 64/16
-generated images, 20 s budgets.
+``--table PATH`` prints the combined table of such a file, one per data set (each record's
+``data``: shapes, raccoon or a given path; records without it are shapes), a later result of
+the same data, model, budget, precision and CPU replacing an earlier one. ``--quick`` checks the
+plumbing: 20 s budgets (shapes: on 64/16 generated images; raccoon: on all 200 photos).
 
 Ultralytics is never a dependency of visbricks: it is imported from this interpreter if present,
 else from a side virtual environment (``--venv``, default /tmp/visbricks-ultralytics) that
 ``--install`` creates (ultralytics installed with pip, reusing this environment's torch through a
-.pth file). Without either the bench prints ``skipped`` and exits 0 (unless ``--only ours``).
+.pth file). Without either the bench prints ``skipped`` and exits 0 (unless only ours run).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -82,7 +116,16 @@ QUIET_ULTRALYTICS = {
     "YOLO_VERBOSE": "false",
 }
 OURS = "ours"
-GOALS = {300.0: 1.5, 600.0: 1.2, 1800.0: 1.0}  # ours / the better peer (issue 23)
+OURS_IMAGENET = "ours-imagenet"  # raccoon only: the backbone from the ImageNet MobileNetV2 file
+OUR_SIDES = (OURS, OURS_IMAGENET)
+# Per data set: default budgets and Ultralytics models, and our sides.
+MODES = {
+    "shapes": {"budgets": "300,600", "models": "yolo26n,yolo11n", "ours": (OURS,)},
+    "raccoon": {"budgets": "600", "models": "yolo26n", "ours": OUR_SIDES},
+}
+GOALS = {300.0: 1.5, 600.0: 1.2, 1800.0: 1.0}  # shapes: ours / the better peer (issue 23)
+# Ours on raccoon validates only after its last epoch (Ultralytics: val=False) and draws no plots.
+VAL_ONLY_AT_END = 1_000_000
 CONF, NMS_IOU, MAX_DET = 0.001, 0.7, 300  # YOLO's usual evaluation settings
 
 
@@ -140,6 +183,7 @@ def yolo_worker(args: argparse.Namespace) -> None:
         val=False,
         seed=args.seed,
         verbose=False,
+        **({} if args.workers is None else {"workers": args.workers}),
     )
     wall = time.time() - start
     trainer = model.trainer
@@ -235,7 +279,9 @@ def _has_ultralytics(python: Path) -> bool:
 class Bench:
     """The converted data and everything both sides are measured with."""
 
-    def __init__(self, cfg, args: argparse.Namespace, python: str | None, work: Path) -> None:
+    def __init__(
+        self, cfg, args: argparse.Namespace, python: str | None, work: Path, data_name: str
+    ) -> None:
         import torch
 
         from visbricks.engine.precision import select_device
@@ -249,6 +295,7 @@ class Bench:
         self.train_images = len(data.train)
         self.val_set = detection_set(data.val, "detect")
         self.common = {
+            "data": data_name,  # shapes, raccoon or the given path
             "cpu": cpu_name(),
             "device": self.device.type
             if self.device.type != "cuda"
@@ -291,6 +338,63 @@ class Bench:
             torch_threads=torch.get_num_threads(),
         )
 
+    def run_ours_cli(self, side: str, budget: float, data_yaml: Path) -> dict | None:
+        """``visbricks train detect data=DATA_YAML train.time=BUDGET`` with real_detect's model
+        and recipe, from scratch (``ours``) or from the ImageNet file (``ours-imagenet``), in a
+        fresh process as a user types it; scored by its validation after the last step."""
+        import torch
+        from real_detect import DETECT_ARGS, MODEL_ARGS, WEIGHTS, pretrained_args, visbricks
+
+        args = self.args
+        weights = WEIGHTS if side == OURS_IMAGENET else None
+        start = time.time()
+        done = visbricks(
+            "train",
+            "detect",
+            f"data={data_yaml}",
+            *MODEL_ARGS,
+            *DETECT_ARGS,
+            *pretrained_args(weights),
+            f"train.time={budget:g}",
+            f"train.amp={args.amp}",
+            f"train.val_every={VAL_ONLY_AT_END}",
+            "train.plots=false",
+            "data.cache=true",
+            "eval.coco=false",
+            f"device={args.device}",
+            f"seed={args.seed}",
+            *([] if args.workers is None else [f"workers={args.workers}"]),
+            f"project={self.work / 'runs'}",
+            f"name={side}-{budget:g}s",
+            capture=True,
+        )
+        if done.returncode != 0:
+            print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+            print(f"  {side} FAILED (output above)")
+            return None
+        lines = done.stdout.splitlines()
+        run_dir = Path(next(x for x in lines if x.startswith("run folder: ")).split(": ", 1)[1])
+        print("".join(f"  {x}\n" for x in lines if x.startswith("train.time")), end="")
+        with (run_dir / "results.csv").open(newline="") as f:
+            last = list(csv.DictReader(f))[-1]  # the last epoch, validated under train.time
+        steps = int(float(last["steps"]))
+        return self.record(
+            side,
+            budget,
+            map50=float(last[self.task.metric]),
+            amp=last["amp"],
+            amp_requested=args.amp,
+            pretrained=str(weights) if weights else None,
+            steps=steps,
+            images=steps * self.cfg.batch_size,
+            train_images=self.train_images,
+            train_s=float(last["elapsed"]),  # the Trainer's budget clock
+            wall_s=time.time() - start,
+            batch_size=self.cfg.batch_size,
+            torch_threads=torch.get_num_threads(),  # the same environment as the child's
+            run_dir=str(run_dir),
+        )
+
     def run_yolo(self, model: str, budget: float, data_yaml: Path) -> dict | None:
         out_json = self.work / f"{model}-{int(budget)}.json"
         env = {**os.environ, **QUIET_ULTRALYTICS, "YOLO_CONFIG_DIR": str(self.work / "ultralytics")}
@@ -307,6 +411,7 @@ class Bench:
             f"--seed={self.args.seed}",
             f"--out={out_json}",
             f"--yolo-threads={self.args.yolo_threads or 0}",
+            *([] if self.args.workers is None else [f"--workers={self.args.workers}"]),
         ]
         start = time.time()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -389,18 +494,28 @@ def describe(r: dict) -> str:
 
 
 # ---- the combined table -------------------------------------------------------------------------
+def data_of(r: dict) -> str:
+    return r.get("data", "shapes")  # records from before --data raccoon were all shapes
+
+
 def print_table(records: list[dict]) -> None:
-    """One row per CPU, budget and our precision: every side's mAP, steps, epochs and img/s,
-    and ours / the better peer. A later record of the same model, budget, precision and CPU
-    replaces an earlier one."""
+    """Per data set, one row per CPU, budget and our precision: every side's mAP, steps, epochs
+    and img/s, and each of ours / the better peer. A later record of the same data, model,
+    budget, precision and CPU replaces an earlier one."""
     latest: dict[tuple, dict] = {}
     for r in records:
-        latest[(r["cpu"], r["budget"], r["model"], r["amp"])] = r
+        latest[(data_of(r), r["cpu"], r["budget"], r["model"], r["amp"])] = r
     if len(latest) < len(records):
         print(f"\n({len(records) - len(latest)} earlier results replaced by later ones)")
-    peers = list(dict.fromkeys(r["model"] for r in latest.values() if r["model"] != OURS))
+    for data in dict.fromkeys(data_of(r) for r in latest.values()):
+        print_data_table(data, [r for r in latest.values() if data_of(r) == data])
+
+
+def print_data_table(data: str, records: list[dict]) -> None:
+    ours_sides = [s for s in OUR_SIDES if any(r["model"] == s for r in records)] or [OURS]
+    peers = list(dict.fromkeys(r["model"] for r in records if r["model"] not in OUR_SIDES))
     groups: dict[tuple, dict[str, list[dict]]] = {}
-    for r in latest.values():
+    for r in records:
         groups.setdefault((r["cpu"], r["budget"]), {}).setdefault(r["model"], []).append(r)
 
     def cell(r: dict | None) -> str:
@@ -408,8 +523,24 @@ def print_table(records: list[dict]) -> None:
             return f"{'-':>7} {'':>6} {'':>6} {'':>6}"
         return f"{r['map50']:7.4f} {r['steps']:6d} {r['epochs']:6.1f} {r['img_per_s']:6.0f}"
 
-    sides = [OURS, *peers]
-    head = f"{'budget':>7} {'ours':>5}  " + "  ".join(f"{s:<28}" for s in sides) + "  ours/best"
+    def ratio(ours: dict | None, peer: dict, goal: float | None) -> str:
+        if ours is None:
+            return "-"
+        if peer["map50"] > 0:
+            value = ours["map50"] / peer["map50"]
+        else:
+            value = math.inf if ours["map50"] > 0 else math.nan
+        if goal is None or math.isnan(value):
+            return f"{value:.2f}"
+        return f"{value:.2f} ({'meets' if value >= goal else 'BELOW'} {goal})"
+
+    sides = [*ours_sides, *peers]
+    head = (
+        f"{'budget':>7} {'ours':>5}  "
+        + "  ".join(f"{s:<28}" for s in sides)
+        + "  "
+        + ", ".join(f"{s}/best" for s in ours_sides)
+    )
     sub = f"{'':>7} {'amp':>5}  " + "  ".join(
         f"{'mAP50':>7} {'steps':>6} {'epochs':>6} {'img/s':>6}" for _ in sides
     )
@@ -417,26 +548,25 @@ def print_table(records: list[dict]) -> None:
     for (group_cpu, budget), by_model in sorted(groups.items()):
         if group_cpu != cpu:
             cpu = group_cpu
-            print(f"\n{cpu}\n{head}\n{sub}")
+            print(f"\n{data}: {cpu}\n{head}\n{sub}")
         # a peer trains the same whatever our precision: its latest record of this budget
         peer_of = {m: max(by_model[m], key=lambda r: r["when"]) for m in peers if m in by_model}
-        for ours in sorted(by_model.get(OURS, []), key=lambda r: r["amp"]) or [None]:
-            cells = [cell(ours), *(cell(peer_of.get(m)) for m in peers)]
-            amp = ours["amp"] if ours else "-"
+        amps = sorted({r["amp"] for s in ours_sides for r in by_model.get(s, [])})
+        for amp in amps or ["-"]:
+            ours = {
+                s: next((r for r in by_model.get(s, []) if r["amp"] == amp), None)
+                for s in ours_sides
+            }
+            cells = [*(cell(ours[s]) for s in ours_sides), *(cell(peer_of.get(m)) for m in peers)]
             line = f"{budget:>6.0f}s {amp:>5}  " + "  ".join(cells)
-            if ours and peer_of:
+            if any(ours.values()) and peer_of:
                 peer = max(peer_of.values(), key=lambda r: r["map50"])
-                if peer["map50"] > 0:
-                    ratio = ours["map50"] / peer["map50"]
-                else:
-                    ratio = math.inf if ours["map50"] > 0 else math.nan
-                goal = GOALS.get(budget)
-                line += f"  {ratio:5.2f} vs {peer['model']}"
-                if goal is not None and not math.isnan(ratio):
-                    line += f" ({'meets' if ratio >= goal else 'BELOW'} {goal})"
+                goal = GOALS.get(budget) if data == "shapes" else None  # the issue's shapes goals
+                line += "  " + ", ".join(ratio(ours[s], peer, goal) for s in ours_sides)
+                line += f" vs {peer['model']}"
             print(line)
     for model in sides:
-        rs = [r for r in latest.values() if r["model"] == model]
+        rs = [r for r in records if r["model"] == model]
         if rs:
             amps = ", ".join(sorted({r["amp"] for r in rs}))
             threads = ", ".join(str(t) for t in sorted({r["torch_threads"] for r in rs}))
@@ -452,17 +582,25 @@ def read_records(path: Path) -> list[dict]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", default="300,600", help="training seconds per model, comma list")
-    p.add_argument("--models", default="yolo26n,yolo11n", help="Ultralytics model YAML stems")
-    p.add_argument("--only", help="run one side: ours or one Ultralytics model name")
+    p.add_argument(
+        "--data",
+        default="shapes",
+        help="shapes (default: the detect-shapes preset's generated data), raccoon (the real "
+        "photos of bench/real_detect.py through the detect preset), or a detection dataset "
+        "for the shapes preset",
+    )
+    p.add_argument(
+        "--budgets", help="training seconds per model, comma list (shapes 300,600; raccoon 600)"
+    )
+    p.add_argument(
+        "--models", help="Ultralytics model YAML stems (shapes yolo26n,yolo11n; raccoon yolo26n)"
+    )
+    p.add_argument(
+        "--only", help="run one side: ours, ours-imagenet (raccoon) or an Ultralytics model name"
+    )
     p.add_argument("--amp", choices=["auto", "fp32"], default="auto", help="our train.amp")
     p.add_argument("--json", type=Path, help="append each result to this JSONL file")
     p.add_argument("--table", type=Path, help="print the combined table of a JSONL file; no run")
-    p.add_argument(
-        "--data",
-        default=None,
-        help="a detection dataset (default: the preset's shapes, generated into the work folder)",
-    )
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--install", action="store_true", help="create the side venv if needed")
@@ -474,7 +612,18 @@ def main() -> int:
         default=None,
         help="torch threads for Ultralytics' training (default: its own, min(8, cores - 1))",
     )
-    p.add_argument("--quick", action="store_true", help="plumbing check: tiny data, 20 s budgets")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader worker processes of Ultralytics and of ours on raccoon (default: each "
+        "side's own; ours on shapes always loads in its training process)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="plumbing check: 20 s budgets (shapes: 64/16 generated images)",
+    )
     # Internal: the Ultralytics half, run by the side interpreter.
     p.add_argument("--yolo-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -490,9 +639,22 @@ def main() -> int:
         print_table(read_records(args.table))
         return 0
 
-    sides = [args.only] if args.only else [OURS, *filter(None, args.models.split(","))]
+    mode = MODES["raccoon" if args.data == "raccoon" else "shapes"]
+    our_sides = mode["ours"]
+    if args.only in OUR_SIDES and args.only not in our_sides:
+        p.error(f"--only {args.only} runs with --data raccoon (the ImageNet file is a MobileNetV2)")
+    models = args.models or mode["models"]
+    sides = [args.only] if args.only else [*our_sides, *filter(None, models.split(","))]
+    sys.path.insert(0, str(HERE))
+    if args.data == "raccoon":
+        from real_detect import RACCOON, WEIGHTS
+
+        missing = [str(x) for x in (RACCOON / "annotations", WEIGHTS) if not x.exists()]
+        if missing:
+            print(f"skipped: real data not available ({', '.join(missing)})")
+            return 0
     python = None
-    if sides != [OURS]:
+    if any(side not in OUR_SIDES for side in sides):
         python = ultralytics_python(args.venv, args.install)
         if python is None:
             print(
@@ -501,23 +663,60 @@ def main() -> int:
             )
             return 0
 
-    sys.path.insert(0, str(HERE))
+    work = Path(args.out or tempfile.mkdtemp(prefix="vs_ultralytics-"))
+    work.mkdir(parents=True, exist_ok=True)
+    budgets = (
+        [20.0] if args.quick else [float(b) for b in (args.budgets or mode["budgets"]).split(",")]
+    )
+    if args.data == "raccoon":
+        cfg, data_yaml, ours_yaml = raccoon_data(args, work)
+        about = f"ours: {ours_yaml} (160 train / last 40 val photos); Ultralytics: {data_yaml}"
+    else:
+        cfg, data_yaml = shapes_data(args, work)
+        ours_yaml = data_yaml
+        about = str(data_yaml)
+    bench = Bench(cfg, args, python, work, args.data)
+    print(
+        f"data: {about} (converted by visbricks data convert --to yolo), {cfg.img_size} px; "
+        f"{bench.common['cpu']}; sides: {', '.join(sides)}"
+    )
+
+    records = []
+    for budget in budgets:
+        print(f"\nbudget {budget:.0f} s", flush=True)
+        for side in sides:
+            if side not in OUR_SIDES:
+                r = bench.run_yolo(side, budget, data_yaml)
+            elif args.data == "raccoon":
+                r = bench.run_ours_cli(side, budget, ours_yaml)
+            else:
+                r = bench.run_ours(budget)
+            if r is None:
+                return 1
+            print(describe(r), flush=True)
+            records.append(r)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print_table(records)
+    return 0
+
+
+def shapes_data(args: argparse.Namespace, work: Path):
+    """(our config, the converted data.yaml): the detect-shapes preset's data (or ``--data``),
+    converted to YOLO format; both sides train on the converted copy."""
     from visbricks.config import load_config
     from visbricks.data.formats import convert
     from visbricks.tasks import build_task
 
-    work = Path(args.out or tempfile.mkdtemp(prefix="vs_ultralytics-"))
-    work.mkdir(parents=True, exist_ok=True)
-    budgets = [float(b) for b in args.budgets.split(",")]
     overrides = [f"device={args.device}", "eval.coco=false"]
-    if args.data:
+    if args.data != "shapes":
         overrides.append(f"data.root={args.data}")  # a given dataset replaces the generator
     else:
         # The preset's generator, writing into the work folder: a data.synth key given with
         # data.root keeps the generator (config.py), the preset's own seed restated.
         overrides += [f"data.root={work / 'shapes-det' / 'data.yaml'}", "data.synth.seed=0"]
     if args.quick:
-        budgets = [20.0]
         overrides += ["data.synth.n_train=64", "data.synth.n_val=16"]
     source_cfg = load_config("detect-shapes", overrides)
     build_task(source_cfg).prepare_data()  # the preset's generated data, made on first use
@@ -537,26 +736,37 @@ def main() -> int:
             f"train.amp={args.amp}",
         ],
     )
-    bench = Bench(cfg, args, python, work)
-    print(
-        f"data: {data_yaml} (converted by visbricks data convert --to yolo), {cfg.img_size} px; "
-        f"{bench.common['cpu']}; sides: {', '.join(sides)}"
-    )
+    return cfg, data_yaml
 
-    records = []
-    for budget in budgets:
-        print(f"\nbudget {budget:.0f} s", flush=True)
-        for side in sides:
-            r = bench.run_ours(budget) if side == OURS else bench.run_yolo(side, budget, data_yaml)
-            if r is None:
-                return 1
-            print(describe(r), flush=True)
-            records.append(r)
-            if args.json:
-                with args.json.open("a") as f:
-                    f.write(json.dumps(r) + "\n")
-    print_table(records)
-    return 0
+
+def raccoon_data(args: argparse.Namespace, work: Path):
+    """(the config ours is scored with, the converted data.yaml, raccoon.yaml): real_detect's
+    data YAML (ours trains on it) and its YOLO conversion (Ultralytics trains on that)."""
+    from real_detect import DETECT_ARGS, MODEL_ARGS, pretrained_args, write_raccoon_yaml
+
+    from visbricks.config import load_config
+    from visbricks.data.formats import convert
+
+    ours_yaml = write_raccoon_yaml(work / "raccoon.yaml")
+    yolo_dir = work / "yolo-raccoon"
+    data_yaml = (
+        yolo_dir / "data.yaml"
+        if (yolo_dir / "data.yaml").is_file()
+        else convert(ours_yaml, yolo_dir, to="yolo")
+    )
+    cfg = load_config(
+        "detect",
+        [
+            f"data.root={ours_yaml}",
+            *MODEL_ARGS,
+            *DETECT_ARGS,
+            *pretrained_args(None),
+            f"device={args.device}",
+            "eval.coco=false",
+            f"train.amp={args.amp}",
+        ],
+    )
+    return cfg, data_yaml, ours_yaml
 
 
 if __name__ == "__main__":

@@ -26,17 +26,60 @@ WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 GOAL_MAP50 = 0.70
 
 
-def visbricks(*args: str) -> None:
-    """One ``visbricks`` command in a fresh process, exactly as typed in a shell."""
+# The data YAML a user writes for a folder of labelImg files without split lists: the last 40
+# images (by file name) are val, the other 160 train.
+RACCOON_YAML = {
+    "format": "voc",
+    "root": str(RACCOON),
+    "annotations": "annotations",
+    "images": "images",
+    "classes": ["raccoon"],
+    "split": {"val_last": 40},
+}
+# The model and recipe overrides of both own-data presets here (locate and detect): MobileNetV2,
+# AdamW; `pretrained_args` adds the backbone's initialisation.
+MODEL_ARGS = [
+    "batch_size=16",
+    "model.backbone=mobilenet_v2",
+    "optim.name=adamw",
+    "optim.weight_decay=0.0001",
+]
+# On top for `visbricks train detect`: 256 px, a light FPN, anchors for objects that fill the photo.
+DETECT_ARGS = [
+    "img_size=256",
+    "model.neck_args={out_channels: 96, levels: [1, 2, 3], extra_levels: 2}",
+    # Raccoons fill much of the photo: anchors from 15 % to 95 % of the side.
+    "model.anchors={smin: 0.15, smax: 0.95}",
+    "optim.lr=0.001",
+    "sched.warmup_epochs=2.0",
+]
+
+
+def pretrained_args(weights: Path | None) -> list[str]:
+    """The backbone's initialisation: the ImageNet file with a smaller backbone learning rate,
+    or random (``null``: never the preset's ``auto``, which takes a cached torchvision file)."""
+    if weights is None:
+        return ["model.pretrained=null"]
+    # Pretrained features need smaller steps than the freshly initialised head.
+    return [f"model.pretrained={weights}", "train.lr_mult={backbone: 0.3}"]
+
+
+def visbricks(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """One ``visbricks`` command in a fresh process, exactly as typed in a shell; ``capture``
+    keeps its output (text) and leaves a failure to the caller."""
     cmd = [sys.executable, "-m", "visbricks.cli", *args]
     print("$ visbricks " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+    return subprocess.run(cmd, check=not capture, capture_output=capture, text=capture)
 
 
 def write_yaml(path: Path, doc: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def write_raccoon_yaml(path: Path) -> Path:
+    return write_yaml(path, RACCOON_YAML)
 
 
 def train_and_eval(train_args: list[str], run_dir: Path) -> dict:
@@ -60,18 +103,7 @@ def main() -> int:
     out = args.out.resolve()
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} is not empty; give another --out (runs are never overwritten)")
-    # The data YAML a user writes for a folder of labelImg files without split lists.
-    data = write_yaml(
-        out / "raccoon.yaml",
-        {
-            "format": "voc",
-            "root": str(RACCOON),
-            "annotations": "annotations",
-            "images": "images",
-            "classes": ["raccoon"],
-            "split": {"val_last": 40},
-        },
-    )
+    data = write_raccoon_yaml(out / "raccoon.yaml")
     visbricks("data", "check", str(data))
     # The own-data presets (`visbricks train locate|detect data=...`) with the overrides a user
     # would type: the ImageNet MobileNetV2 file, and anchors for objects that fill the photo.
@@ -79,14 +111,9 @@ def main() -> int:
         f"data={data}",
         "data.cache=true",
         f"project={out}",
-        "batch_size=16",
         "workers=0",
-        "model.backbone=mobilenet_v2",
-        f"model.pretrained={WEIGHTS}",
-        "optim.name=adamw",
-        "optim.weight_decay=0.0001",
-        # Pretrained features need smaller steps than the freshly initialised head.
-        "train.lr_mult={backbone: 0.3}",
+        *MODEL_ARGS,
+        *pretrained_args(WEIGHTS),
         "train.val_every=5",
     ]
     locate = [
@@ -104,12 +131,7 @@ def main() -> int:
         *common,
         "name=detect",
         f"epochs={args.epochs_detect}",
-        "img_size=256",
-        "model.neck_args={out_channels: 96, levels: [1, 2, 3], extra_levels: 2}",
-        # Raccoons fill much of the photo: anchors from 15 % to 95 % of the side.
-        "model.anchors={smin: 0.15, smax: 0.95}",
-        "optim.lr=0.001",
-        "sched.warmup_epochs=2.0",
+        *DETECT_ARGS,
     ]
 
     start = time.time()
