@@ -46,13 +46,13 @@ FORMATS = tuple(format_names("detection", writable=True))
 
 __all__ = [
     "FORMATS",
-    "ProblemLog",
     "KINDS",
     "SPLITS",
     "ClassificationSet",
     "DataSpec",
     "DatasetFormat",
     "DetectionFormat",
+    "ProblemLog",
     "convert",
     "data_yaml_of",
     "dataset_splits",

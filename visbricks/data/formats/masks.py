@@ -822,7 +822,6 @@ def use_mask_cache(cache: Path, days: float = MASK_CACHE_DAYS) -> list[Path]:
     return removed
 
 
-
 def _write_cached(path: Path, mask: np.ndarray, json_path: Path) -> None:
     # Atomic: a run reading the cache while another fills it sees whole PNGs or none.
     try:
