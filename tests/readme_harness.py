@@ -170,6 +170,14 @@ def clean_env(home: Path, overrides: str = "") -> dict[str, str]:
     return env
 
 
+def empty_dir(path: Path) -> Path:
+    """A new empty folder: the README tests make theirs under ``tmp_path`` (not
+    ``tmp_path_factory``), so a passed test's folder is deleted at once; the README's runs are
+    resnet-sized (~2 GB for the own-data block) and a suite that kept them filled CI's disk."""
+    path.mkdir()
+    return path
+
+
 def expand_user(word: str, home: Path) -> str:
     """Tilde expansion as bash does it for an argument: at the start, or after the ``=`` of a
     ``key=~/...`` word."""

@@ -4,6 +4,7 @@ conv-BN fusion changes nothing but speed, and ``--compare`` runs three backends 
 
 from __future__ import annotations
 
+import tempfile
 import time
 
 import pytest
@@ -123,7 +124,7 @@ def test_bad_settings_are_errors():
         benchmark(_Sleeper(0), (8, 8), iters=0)
 
 
-def test_command_line_rows_roofline_and_compare(tmp_path, capsys):
+def test_command_line_rows_roofline_and_compare(tmp_path, capsys, monkeypatch):
     run = train_tiny_run(tmp_path)
     capsys.readouterr()
     assert main(["bench", str(run), "--batch", "1,2", "--iters", "3", "--warmup", "1"]) == 0
@@ -137,7 +138,11 @@ def test_command_line_rows_roofline_and_compare(tmp_path, capsys):
     assert "fused" not in capsys.readouterr().out
 
     args = ["--batch", "1,2", "--iters", "2", "--warmup", "1", "--calib", "4"]
+    scratch = tmp_path / "system-tmp"  # where the compare's fp32 and int8 files are made
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert main(["bench", str(run), "--compare", *args]) == 0
+    assert [p.name for p in scratch.glob("visbricks-*")] == []  # removed once timed
     out = capsys.readouterr().out
     table = out[out.index("side by side") :].splitlines()[2:]
     labels = [line.rsplit(maxsplit=4)[0] for line in table]

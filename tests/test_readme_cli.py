@@ -11,6 +11,7 @@ from readme_harness import (
     README,
     REPO,
     SECTIONS_RUN,
+    empty_dir,
     readme_blocks,
     results_rows,
     run,
@@ -22,9 +23,9 @@ from readme_harness import (
 )
 
 
-def test_command_line_block_runs_in_order_from_an_empty_folder(tmp_path_factory):
-    home = tmp_path_factory.mktemp("readme-cli")
-    scratch = tmp_path_factory.mktemp("readme-cli-scratch")
+def test_command_line_block_runs_in_order_from_an_empty_folder(tmp_path):
+    home = empty_dir(tmp_path / "readme-cli")
+    scratch = empty_dir(tmp_path / "readme-cli-scratch")
     (block,) = section_blocks("Command line", "bash")
     # What the block's commands name that a user brings: their own YAML (a preset's copy),
     # photos and a clip.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from readme_harness import (
     REPO,
+    empty_dir,
     run_bash_block,
     run_python_block,
     section_blocks,
@@ -15,9 +16,9 @@ from readme_harness import (
 )
 
 
-def test_own_data_block_trains_on_every_format(tmp_path_factory):
-    home = tmp_path_factory.mktemp("readme-data")
-    write_own_data(home, tmp_path_factory.mktemp("readme-data-scratch"))
+def test_own_data_block_trains_on_every_format(tmp_path):
+    home = empty_dir(tmp_path / "readme-data")
+    write_own_data(home, empty_dir(tmp_path / "readme-data-scratch"))
     (block,) = section_blocks("Train on your own data", "bash")
     done = run_bash_block(block, home)
     trained = [r for r in done if r.argv[1] == "train"]
@@ -27,13 +28,13 @@ def test_own_data_block_trains_on_every_format(tmp_path_factory):
     assert (home / "voc-yolo" / "data.yaml").is_file() and (home / "cleaned").is_dir()
 
 
-def test_data_yaml_example_is_a_dataset_that_loads(tmp_path_factory):
+def test_data_yaml_example_is_a_dataset_that_loads(tmp_path):
     from visbricks.data.check import check_dataset
     from visbricks.data.formats import read_dataset
 
-    home = tmp_path_factory.mktemp("readme-yaml")
+    home = empty_dir(tmp_path / "readme-yaml")
     (block,) = section_blocks("Train on your own data", "yaml")
-    path = write_yaml_example(block, home, tmp_path_factory.mktemp("readme-yaml-scratch"))
+    path = write_yaml_example(block, home, empty_dir(tmp_path / "readme-yaml-scratch"))
     report = check_dataset(path)  # what `visbricks data check` prints
     assert "no problems found" in report.format(), report.format()
     root = path.parent / "../raccoon"

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 
-from readme_harness import run_bash_block, section_blocks, write_photos, write_video
+from readme_harness import empty_dir, run_bash_block, section_blocks, write_photos, write_video
 
 
-def test_deploy_block_runs_in_order_from_an_empty_folder(tmp_path_factory):
-    home = tmp_path_factory.mktemp("readme-deploy")
-    write_photos(home / "photos", tmp_path_factory.mktemp("readme-deploy-scratch"))
+def test_deploy_block_runs_in_order_from_an_empty_folder(tmp_path):
+    home = empty_dir(tmp_path / "readme-deploy")
+    write_photos(home / "photos", empty_dir(tmp_path / "readme-deploy-scratch"))
     write_video(home / "clip.mp4")
     (block,) = section_blocks("Deploy", "bash")
     done = run_bash_block(block, home)

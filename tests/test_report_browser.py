@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -45,7 +46,7 @@ IN_BROWSER = ("classify-shapes", "detect-shapes", "segment-shapes")
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> dict[str, Path]:
+def reports(tmp_path_factory) -> Iterator[dict[str, Path]]:
     """Each preset trained tiny in one empty folder (the presets' relative data paths land
     there) and its report written: preset → index.html."""
     home = tmp_path_factory.mktemp("report-runs")
@@ -61,7 +62,8 @@ def reports(tmp_path_factory) -> dict[str, Path]:
             out[preset] = write_report(trainer.run_dir).resolve()
     finally:
         os.chdir(cwd)
-    return out
+    yield out
+    shutil.rmtree(home, ignore_errors=True)  # ~1.3 GB of runs: not kept until the session ends
 
 
 class Links(HTMLParser):

@@ -5,6 +5,12 @@ export is enough to decode its outputs without our code."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +159,7 @@ def test_a_backend_forced_on_weights_exports_them_and_errors_are_named(tmp_path)
         )
     onnx_file = forced.weights
     assert onnx_file.suffix == ".onnx" and forced.classes == eager.classes
+    assert forced.origin == eager.weights  # outputs go beside the weights, not into the export
     with pytest.raises(ConfigError, match=f"{onnx_file.name} is an exported file"):
         load_any(onnx_file, "eager")
     with pytest.raises(DataError, match=r"exported for inputs \(batch, 3, 32, 32\)"):
@@ -162,3 +169,25 @@ def test_a_backend_forced_on_weights_exports_them_and_errors_are_named(tmp_path)
     onnx_file.with_suffix(".json").unlink()
     with pytest.raises(WeightsError, match=f"{onnx_file.name} has no {onnx_file.stem}.json"):
         load_any(onnx_file)
+
+
+def test_eval_with_a_forced_backend_writes_beside_the_run_and_leaves_no_temporary_files(tmp_path):
+    """``eval --backend onnxruntime`` on weights exports them into a temporary folder: its
+    results belong in the run folder, and the export is gone when the command ends (one such
+    folder per call once filled CI's disk)."""
+    run_dir = train_tiny_run(tmp_path)
+    # A short TMPDIR: DataLoader workers pass batches over Unix sockets made in it, whose paths
+    # may not pass 107 bytes (under tmp_path they did, and the workers' batches never came).
+    scratch = Path(tempfile.mkdtemp(prefix="vb-"))
+    env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    visbricks = Path(sys.executable).parent / "visbricks"  # the console script of this venv
+    cmd = [str(visbricks), "eval", str(run_dir), "--backend", "onnxruntime"]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        left = [p.name for p in scratch.glob("visbricks-*")]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert "weights/best.safetensors (onnxruntime" in done.stdout
+    assert (run_dir / "eval" / "metrics.json").is_file()
+    assert left == []  # (ONNX Runtime leaves a .ses file of its own there)

@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> dict:
             _evaluate_plain(run, split, save)
     result = done["result"]
     where = "validation" if split == "val" else split
-    print(f"evaluated {run.weights} ({describe(run)}) on {done['images']} {where} images")
+    print(f"evaluated {run.origin} ({describe(run)}) on {done['images']} {where} images")
     for k, v in result.metrics.items():
         print(f"  {k:<24} {v:.4f}")
     print(result.table)
@@ -185,15 +185,15 @@ def _eval_out(out: str | None, run) -> Path:
     if out:
         # Not inside the evaluated data either: the next eval would read confusion_matrix.png as
         # an image of the split. The dataset folder: data.root, or the folder of its YAML/JSON.
-        sources: list[Path] = [run.weights]
+        sources: list[Path] = [run.origin]
         if run.cfg.data.root:
             root = Path(run.cfg.data.root).expanduser()
             sources.append(root.parent if root.is_file() else root)
         return check_output(out, sources, "eval --out")
-    run_dir = run_dir_of(run.weights)
+    run_dir = run_dir_of(run.origin)
     if run_dir is not None:
         return run_dir / "eval"
-    return run.weights.parent / f"{run.weights.stem}-eval"
+    return run.origin.parent / f"{run.origin.stem}-eval"
 
 
 def _eval_command(args: argparse.Namespace) -> dict:
@@ -242,8 +242,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     run = load_any(args.weights, args.backend)
     if args.out:
-        out = check_output(args.out, [args.source, run.weights], "predict --out")
-    elif (home := run_dir_of(run.weights)) is not None:
+        out = check_output(args.out, [args.source, run.origin], "predict --out")
+    elif (home := run_dir_of(run.origin)) is not None:
         out = unique_dir(home / "predict")  # next to the run the weights belong to
     else:
         out = new_run_dir(run.cfg.project, "predict", run.cfg.name)

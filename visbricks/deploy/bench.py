@@ -88,21 +88,24 @@ def bench_weights(
     report = CompareReport()
     label = "eager PyTorch" + (" (conv+BN fused)" if fuse else "")
     report.reports.append(benchmark(run.model, size, fuse=fuse, label=label, **common))
-    folder = Path(tempfile.mkdtemp(prefix="visbricks-bench-"))
-    fp32 = existing_export(run)  # export's file from these weights, or a fresh one
-    if fp32 is None:
-        fp32 = folder / "fp32.onnx"
-        export(run, fp32, "onnx")
-    onnx_run = load_exported(fp32, device=dev)
-    report.reports.append(benchmark(onnx_run.model, size, label=describe(onnx_run), **common))
-    # The int8 file quantize wrote beside the weights (calibrated, evaluated) when there is one;
-    # otherwise quantized here for speed only, on ``calib`` training images.
-    int8 = default_output(run, "onnxruntime")
-    if not int8.is_file():
-        int8 = folder / "model.int8.onnx"
-        quantize(run, int8, "onnxruntime", calib, evaluate=False, bench_batches=(), fp32_onnx=fp32)
-    int8_run = load_exported(int8, device=dev)
-    report.reports.append(benchmark(int8_run.model, size, label=describe(int8_run), **common))
+    with tempfile.TemporaryDirectory(prefix="visbricks-bench-") as tmp:  # gone after the runs
+        folder = Path(tmp)
+        fp32 = existing_export(run)  # export's file from these weights, or a fresh one
+        if fp32 is None:
+            fp32 = folder / "fp32.onnx"
+            export(run, fp32, "onnx")
+        onnx_run = load_exported(fp32, device=dev)
+        report.reports.append(benchmark(onnx_run.model, size, label=describe(onnx_run), **common))
+        # The int8 file quantize wrote beside the weights (calibrated, evaluated) when there is
+        # one; otherwise quantized here for speed only, on ``calib`` training images.
+        int8 = default_output(run, "onnxruntime")
+        if not int8.is_file():
+            int8 = folder / "model.int8.onnx"
+            quantize(
+                run, int8, "onnxruntime", calib, evaluate=False, bench_batches=(), fp32_onnx=fp32
+            )
+        int8_run = load_exported(int8, device=dev)
+        report.reports.append(benchmark(int8_run.model, size, label=describe(int8_run), **common))
     pt2 = default_output(run, "torch")
     if pt2.is_file():  # quantize --backend torch was run: its int8 program too, compiled
         pt2_run = load_exported(pt2, device=dev, compile=True)

@@ -24,6 +24,14 @@ class LoadedRun:
     classes: list[str]
     weights: Path
     info: dict
+    # The weights an on-the-fly export (``--backend`` on our weights) came from: outputs of
+    # eval / predict / report go beside them, not into the temporary folder of the export.
+    source: Path | None = None
+
+    @property
+    def origin(self) -> Path:
+        """The file the user named: where this run's outputs belong."""
+        return self.source or self.weights
 
 
 def _locate(path: Path) -> tuple[Path, dict]:

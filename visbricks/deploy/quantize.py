@@ -129,42 +129,40 @@ def quantize_onnx(
             x = next(self.items, None)
             return None if x is None else {"images": x.numpy()}
 
-    folder = Path(tempfile.mkdtemp(prefix="visbricks-quant-"))
-    fp32 = fp32_onnx or existing_export(run)
-    if fp32 is None:
-        fp32 = folder / "fp32.onnx"
-        export(run, fp32, "onnx")  # verified against eager before anything is quantized
-    excluded = _onnx_nodes_under(fp32, float_layers) if float_layers else []
-    try:  # shape inference only: node names (and the float layers found above) stay valid
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+    with tempfile.TemporaryDirectory(prefix="visbricks-quant-") as tmp_folder:
+        folder = Path(tmp_folder)
+        fp32 = fp32_onnx or existing_export(run)
+        if fp32 is None:
+            fp32 = folder / "fp32.onnx"
+            export(run, fp32, "onnx")  # verified against eager before anything is quantized
+        excluded = _onnx_nodes_under(fp32, float_layers) if float_layers else []
+        try:  # shape inference only: node names (and the float layers found above) stay valid
+            from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        prepared = folder / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_optimization=True)
-        fp32 = prepared
-    except Exception:  # optional step: quantize the export as it is
-        pass
-    if float_layers and not excluded:
-        raise QuantizeError(
-            f"--float {','.join(float_layers)}: no layer of the model has that name"
-        )
-    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
-    try:
-        quantize_static(
-            str(fp32),
-            str(tmp),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-        )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for f in folder.iterdir():
-            f.unlink()
-        folder.rmdir()
+            prepared = folder / "prepared.onnx"
+            quant_pre_process(str(fp32), str(prepared), skip_optimization=True)
+            fp32 = prepared
+        except Exception:  # optional step: quantize the export as it is
+            pass
+        if float_layers and not excluded:
+            raise QuantizeError(
+                f"--float {','.join(float_layers)}: no layer of the model has that name"
+            )
+        tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+        try:
+            quantize_static(
+                str(fp32),
+                str(tmp),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+            )
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return {"float_nodes": len(excluded)}
 
 

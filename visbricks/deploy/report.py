@@ -65,10 +65,10 @@ def default_out(run: LoadedRun, split: str) -> Path:
     """``<run>/report`` (``report-<split>`` for another split); beside weights that belong to no
     run folder, ``<weights stem>-report``."""
     name = "report" if split == "val" else f"report-{split}"
-    run_dir = run_dir_of(run.weights)
+    run_dir = run_dir_of(run.origin)
     if run_dir is not None:
         return run_dir / name
-    return run.weights.parent / f"{run.weights.stem}-{name}"
+    return run.origin.parent / f"{run.origin.stem}-{name}"
 
 
 def write_report(
@@ -93,11 +93,11 @@ def write_report(
         if split != "val":  # the split to report on is read where the val split would be
             overrides.append(f"data.val={split}")
         run = load_run(source, overrides)
-    run_dir = run_dir_of(run.weights)
+    run_dir = run_dir_of(run.origin)
     if out is None:
         out = default_out(run, split)
     else:
-        out = check_output(out, [run.weights], "report --out")
+        out = check_output(out, [run.origin], "report --out")
     out = Path(out)
     _check_replaceable(out)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"

@@ -11,7 +11,9 @@ rebuild the task without the original weights.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -247,10 +249,15 @@ def load_any(
         return run
     from .export import export
 
+    # The export lives as long as the process: bench re-opens it on another device. A folder per
+    # call left in /tmp filled CI's disk, so it goes when the process ends.
     folder = Path(tempfile.mkdtemp(prefix="visbricks-export-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     out = folder / f"model.{'onnx' if backend == 'onnxruntime' else 'pt2'}"
     export(run, out, "onnx" if backend == "onnxruntime" else "pt2")
-    return load_exported(out, backend, overrides, device, compile)
+    exported = load_exported(out, backend, overrides, device, compile)
+    exported.source = run.weights
+    return exported
 
 
 def describe(run: LoadedRun) -> str:
