@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import DataError
 from .io import DecodeCache, image_size, read_image, safe_join
+from .mosaic import mosaic4
 from .records import DetectionSet, ImageRecord
 from .report import first_readable
 from .rle import decode
@@ -45,9 +46,17 @@ class DetectionDataset(Dataset):
         with_masks: bool = False,
         strict: bool = False,
         cache: bool | int = False,
+        mosaic: float = 0.0,
+        mosaic_size: tuple[int, int] | None = None,
     ) -> None:
+        if mosaic > 0 and mosaic_size is None:
+            raise ValueError("mosaic > 0 needs mosaic_size, the (height, width) of one mosaic")
         self.dataset = dataset
         self.transform = transform
+        # Probability that an item is a 2x2 mosaic of it and three random others (data.mosaic);
+        # built before ``transform``, which then augments and letterboxes it like any image.
+        self.mosaic = mosaic
+        self.mosaic_size = mosaic_size
         self.with_masks = with_masks
         self.strict = strict
         self.cache = DecodeCache(cache)
@@ -74,6 +83,12 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         records = self.dataset.records
         sample = first_readable(self, index, records, self._load, self.dataset.root)
+        if self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
+            others = torch.randint(len(records), (3,)).tolist()
+            four = [sample] + [
+                first_readable(self, j, records, self._load, self.dataset.root) for j in others
+            ]
+            sample = mosaic4(four, self.mosaic_size)  # type: ignore[arg-type]  (set: __init__)
         return self._finish(sample)
 
     def _read(self, i: int, record: ImageRecord) -> np.ndarray:

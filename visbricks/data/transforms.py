@@ -41,8 +41,9 @@ DEFAULT_AUG: dict[str, Any] = {
     "scale_jitter": [0.75, 1.25],  # multiplies the letterbox scale; None or [1, 1] disables
     "rotate": 0,  # max degrees; 0 = off
     "min_box_size": 2,  # boxes narrower/shorter than this (final pixels) are dropped; floor 1
+    "mosaic": 0.0,  # probability of a 2x2 mosaic (the detection dataset builds it: data/mosaic.py)
 }
-_PROBABILITY_KEYS = ("hflip", "photometric", "zoom_out", "iou_crop")
+_PROBABILITY_KEYS = ("hflip", "photometric", "zoom_out", "iou_crop", "mosaic")
 
 
 class SemanticMask(tv_tensors.Mask):

@@ -29,7 +29,7 @@ from ...data.io import cache_budget, safe_join
 from ...data.normalize import denormalize, to_image
 from ...data.records import DetectionSet
 from ...data.samplers import GroupedBatchSampler
-from ...data.transforms import build_detection_transforms, unletterbox_boxes
+from ...data.transforms import build_detection_transforms, resolve_aug, unletterbox_boxes
 from ...engine.plots import save_image_grid
 from ...errors import ConfigError, DataError
 from ...metrics.coco import coco_image_ids
@@ -120,6 +120,8 @@ class BoxData(DataRole):
                 transform,
                 strict=d.strict,
                 cache=cache_budget(d.cache, d.cache_mb),
+                mosaic=resolve_aug(dict(d.aug))["mosaic"] if split == "train" else 0.0,
+                mosaic_size=self.img_size,
             )
         return DataBundle(
             datasets["train"],
