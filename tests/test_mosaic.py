@@ -113,3 +113,39 @@ def test_only_the_detect_train_split_gets_mosaics(tmp_path):
         load_config("locate-shapes", ["data.aug={mosaic: 0.5}"])
     with pytest.raises(ConfigError, match="mosaic"):
         load_config("detect-shapes", ["data.aug={mosaic: 1.5}"])
+
+
+def test_close_mosaic_trains_the_last_epochs_on_whole_images(tmp_path, capsys):
+    from visbricks.data.synth.shapes import write_detection
+    from visbricks.engine.callbacks import Callback
+    from visbricks.engine.trainer import Trainer
+
+    class Spy(Callback):
+        order = 10  # after CloseMosaic (5): sees what the epoch trains on
+        main_only = False
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[float, int]] = []
+
+        def on_train_epoch_start(self, trainer, epoch, n_batches):
+            self.seen.append((trainer.data.train.mosaic, id(trainer.train_loader)))
+
+    data = write_detection(tmp_path / "shapes", n_train=8, n_val=2, width=64, height=48, seed=0)
+    cfg = load_config(
+        "detect-shapes",
+        [f"data.root={data}", "data.synth=null", "img_size=64", "batch_size=4", "epochs=4",
+         "train.time=null", "train.plots=false", "train.tensorboard=false", "workers=1",
+         "data.aug={mosaic: 1.0, close_mosaic: 2}", f"project={tmp_path / 'runs'}"],
+    )  # fmt: skip
+    task = build_task(cfg)
+    spy = Spy()
+    Trainer(cfg, task.build_model(), task.build_data(), task=task, callbacks=[spy]).fit()
+    mosaic = [m for m, _ in spy.seen]
+    loaders = [loader for _, loader in spy.seen]
+    assert mosaic == [1.0, 1.0, 0.0, 0.0]
+    # The loader (and its persistent worker, which holds a copy of the dataset) is new from
+    # epoch 3 on, built once.
+    assert loaders[0] == loaders[1] != loaders[2] == loaders[3]
+    assert capsys.readouterr().out.count("mosaics off for the last 2 epochs") == 1
+    with pytest.raises(ConfigError, match="close_mosaic"):
+        load_config("detect-shapes", ["data.aug={close_mosaic: -1}"])

@@ -48,6 +48,7 @@ class DetectionDataset(Dataset):
         cache: bool | int = False,
         mosaic: float = 0.0,
         mosaic_size: tuple[int, int] | None = None,
+        close_mosaic: int = 0,
     ) -> None:
         if mosaic > 0 and mosaic_size is None:
             raise ValueError("mosaic > 0 needs mosaic_size, the (height, width) of one mosaic")
@@ -57,6 +58,7 @@ class DetectionDataset(Dataset):
         # built before ``transform``, which then augments and letterboxes it like any image.
         self.mosaic = mosaic
         self.mosaic_size = mosaic_size
+        self.close_mosaic = close_mosaic  # epochs; the CloseMosaic callback sets mosaic to 0
         self.with_masks = with_masks
         self.strict = strict
         self.cache = DecodeCache(cache)

@@ -42,6 +42,7 @@ DEFAULT_AUG: dict[str, Any] = {
     "rotate": 0,  # max degrees; 0 = off
     "min_box_size": 2,  # boxes narrower/shorter than this (final pixels) are dropped; floor 1
     "mosaic": 0.0,  # probability of a 2x2 mosaic (the detection dataset builds it: data/mosaic.py)
+    "close_mosaic": 0,  # the last this many epochs without mosaics (engine/callbacks.py)
 }
 _PROBABILITY_KEYS = ("hflip", "photometric", "zoom_out", "iou_crop", "mosaic")
 
@@ -274,6 +275,7 @@ def resolve_aug(aug: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg["max_zoom"] = number("max_zoom", 1.0)
     cfg["rotate"] = number("rotate", 0.0, 180.0)
     cfg["min_box_size"] = number("min_box_size", 0.0)
+    cfg["close_mosaic"] = int(number("close_mosaic", 0.0))
     jitter = cfg["scale_jitter"]
     if jitter is not None:
         ok = (

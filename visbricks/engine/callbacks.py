@@ -275,6 +275,32 @@ class EarlyStopping(Callback):
             )
 
 
+class CloseMosaic(Callback):
+    """``data.aug.close_mosaic``: the last ``epochs`` epochs train on whole images, as
+    Ultralytics' ``close_mosaic`` does, so the network ends on the images validation shows it.
+
+    Switched at the start of the first such epoch (of the planned ones under ``train.time``):
+    the train set's ``mosaic`` goes to 0 and its loader is rebuilt, since DataLoader workers
+    hold their own copies of the dataset. A resumed run switches at its first epoch if due."""
+
+    order = 5
+    main_only = False  # every rank loads its own share
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: Trainer, epoch: int, n_batches: int) -> None:
+        dataset = trainer.data.train
+        left = trainer.epochs_left()
+        if getattr(dataset, "mosaic", 0) <= 0 or left is None or left > self.epochs:
+            return
+        dataset.mosaic = 0.0
+        trainer.train_loader = trainer.make_loader(dataset, train=True)
+        if trainer.dist.active:  # the new sampler shuffles as the old one would this epoch
+            trainer.dist.set_epoch(trainer.train_loader, epoch)
+        print(f"data.aug.close_mosaic={self.epochs}: mosaics off for the last {left} epochs")
+
+
 def build_callbacks(trainer: Trainer, extra: list[Callback]) -> list[Callback]:
     """The run's callbacks in order: the built-in ones its settings switch on, those named in
     ``train.callbacks`` (registered in CALLBACKS), then ``extra``."""
@@ -286,6 +312,9 @@ def build_callbacks(trainer: Trainer, extra: list[Callback]) -> list[Callback]:
         chosen.append(TensorBoard())
     if s.patience and "early_stopping" not in s.callbacks:
         chosen.append(EarlyStopping())
+    train_set = trainer.data.train
+    if getattr(train_set, "mosaic", 0) > 0 and getattr(train_set, "close_mosaic", 0) > 0:
+        chosen.append(CloseMosaic(train_set.close_mosaic))
     for name in s.callbacks:
         try:
             cls = CALLBACKS.get(name)

@@ -152,8 +152,8 @@ class Trainer:
                     remove_stale_temps(folder)
 
         self.generator = torch.Generator()  # shuffling; reseeded every epoch
-        self.train_loader = self._loader(data.train, train=True)
-        self.val_loader = self._loader(data.val, train=False)
+        self.train_loader = self.make_loader(data.train, train=True)
+        self.val_loader = self.make_loader(data.val, train=False)
         self.steps_per_epoch = -(-self._batches_per_epoch() // s.accumulate)
         self._apply_freeze(0, rebuild=True)
         if ckpt is not None:
@@ -240,7 +240,7 @@ class Trainer:
             + (", torch.compile" if self.settings.compile else "")
         )
 
-    def _loader(self, dataset, train: bool) -> DataLoader:
+    def make_loader(self, dataset, train: bool) -> DataLoader:
         s = self.settings
         workers = self.workers
         kwargs = dict(
@@ -468,6 +468,14 @@ class Trainer:
         if self.budget is not None and self.budget.plan is not None:
             return self.budget.plan.val_every
         return self.settings.val_every
+
+    def epochs_left(self) -> int | None:
+        """Epochs still to run, this one included; under ``train.time`` of the current plan
+        (None before the first plan is made)."""
+        if self.budget is None:
+            return self.settings.epochs - self.epoch
+        plan = self.budget.plan
+        return plan.epochs(self.steps_per_epoch) - self.epoch if plan else None
 
     def epochs_shown(self) -> str:
         """The epoch count of a progress line: planned (~N) under a time budget."""

@@ -111,6 +111,7 @@ class BoxData(DataRole):
     def datasets(self) -> DataBundle:
         classes, d = self.classes, self.cfg.data
         datasets = {}
+        aug = resolve_aug(dict(d.aug))
         for split in ("train", "val"):
             transform = build_detection_transforms(
                 self.img_size, split == "train", dict(d.aug), mean=self.mean, std=self.std
@@ -120,8 +121,9 @@ class BoxData(DataRole):
                 transform,
                 strict=d.strict,
                 cache=cache_budget(d.cache, d.cache_mb),
-                mosaic=resolve_aug(dict(d.aug))["mosaic"] if split == "train" else 0.0,
+                mosaic=aug["mosaic"] if split == "train" else 0.0,
                 mosaic_size=self.img_size,
+                close_mosaic=aug["close_mosaic"],
             )
         return DataBundle(
             datasets["train"],
