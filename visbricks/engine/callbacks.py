@@ -298,7 +298,8 @@ class CloseMosaic(Callback):
         trainer.train_loader = trainer.make_loader(dataset, train=True)
         if trainer.dist.active:  # the new sampler shuffles as the old one would this epoch
             trainer.dist.set_epoch(trainer.train_loader, epoch)
-        print(f"data.aug.close_mosaic={self.epochs}: mosaics off for the last {left} epochs")
+        epochs = "epoch" if left == 1 else f"{left} epochs"
+        print(f"data.aug.close_mosaic={self.epochs}: mosaics off for the last {epochs}")
 
 
 def build_callbacks(trainer: Trainer, extra: list[Callback]) -> list[Callback]:
