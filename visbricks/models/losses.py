@@ -6,7 +6,7 @@ matching the column layout of :class:`visbricks.models.heads.ssd.SSDHead`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,11 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ..errors import ConfigError, DataError
 from ..ops.box_coder import BoxCoder
-from ..ops.matching import match_anchors
+from ..ops.matching import atss_match, match_anchors
 
 BOX_LOSSES = ("smooth_l1", "giou")
 CLS_LOSSES = ("ce_hnm", "focal")
+ASSIGNERS = ("max_iou", "atss")
 
 
 def hard_negative_mask(
@@ -73,7 +74,11 @@ def _check_target(
 class SSDLoss(nn.Module):
     """``loss = (cls + box_weight * box) / max(num_pos, 1)`` over the batch.
 
-    * matching: :func:`visbricks.ops.matching.match_anchors` per image;
+    * matching per image: ``"max_iou"``, SSD's fixed IoU threshold
+      (:func:`visbricks.ops.matching.match_anchors`), or ``"atss"``, the adaptive threshold
+      from each object's ``atss_topk`` nearest anchors per level
+      (:func:`visbricks.ops.matching.atss_match`), which needs ``level_counts``: the anchors
+      tensor -> anchors per level (``AnchorGenerator.level_counts``);
     * box: smooth-L1 on ``box_coder``-encoded deltas, or GIoU on decoded boxes, positives only;
     * cls: ``"ce_hnm"`` softmax cross-entropy over positives plus mined hard negatives
       (``neg_pos_ratio`` per positive; an image without objects still contributes
@@ -94,8 +99,15 @@ class SSDLoss(nn.Module):
         focal_gamma: float = 2.0,
         box_weight: float = 1.0,
         min_negatives: int | None = None,
+        assigner: str = "max_iou",
+        atss_topk: int = 9,
+        level_counts: Callable[[torch.Tensor], list[int]] | None = None,
     ) -> None:
         super().__init__()
+        if assigner not in ASSIGNERS:
+            raise ConfigError(f"assigner must be one of {ASSIGNERS}, got {assigner!r}")
+        if assigner == "atss" and level_counts is None:
+            raise ConfigError("the atss assigner needs level_counts (the anchors per level)")
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         if cls_loss not in CLS_LOSSES:
@@ -112,18 +124,25 @@ class SSDLoss(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.box_weight = box_weight
+        self.assigner = assigner
+        self.atss_topk = int(atss_topk)
+        self.level_counts = level_counts
 
     def assign(
         self, anchors: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-anchor class targets (B, A) in 0..C (0 = background) and matched GT boxes (B, A, 4)
         (zeros where background)."""
+        levels = self.level_counts(anchors) if self.assigner == "atss" else None
         labels_out, boxes_out = [], []
         for i, target in enumerate(targets):
             boxes, labels = _check_target(target, i, self.num_classes)
             boxes = boxes.to(device=anchors.device, dtype=anchors.dtype)
             labels = labels.to(anchors.device)
-            matches = match_anchors(anchors, boxes, self.iou_threshold)
+            if levels is None:
+                matches = match_anchors(anchors, boxes, self.iou_threshold)
+            else:
+                matches = atss_match(anchors, boxes, levels, self.atss_topk)
             positive = matches >= 0
             cls = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
             gt = torch.zeros_like(anchors)

@@ -77,6 +77,53 @@ class AnchorGenerator(nn.Module):
         h = (sizes[:, None] / root_ratios[None, :]).reshape(-1)
         return torch.stack([-w / 2, -h / 2, w / 2, h / 2], dim=1)
 
+    def level_shapes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (S, 2) widths and heights of every level's cell anchors and their (S,) levels,
+        for a loss that works level by level (ATSS): an anchor's shape names its level. Clipped
+        anchors lose their shape, and two levels with one shape cannot be told apart: both are
+        refused here, so a config that cannot work fails when the model is built."""
+        if self.clip:
+            raise ConfigError(
+                "a level-by-level assignment (loss.assigner: atss) needs unclipped anchors: "
+                "set model.anchors.clip: false"
+            )
+        shapes, level_ids = [], []
+        for level in range(self.num_levels):
+            cell = self.cell_anchors(level)
+            shapes.append(cell[:, 2:] - cell[:, :2])
+            level_ids += [level] * len(cell)
+        table, ids = torch.cat(shapes), torch.tensor(level_ids)  # float64, int64
+        gap = (table[:, None] - table[None]).abs().amax(-1) / table.amax(-1)[:, None]
+        shared = (gap < 1e-4) & (ids[:, None] != ids[None])
+        if shared.any():
+            a, b = (int(i) for i in shared.nonzero()[0])
+            raise ConfigError(
+                f"anchor levels {level_ids[a]} and {level_ids[b]} both have a "
+                f"{table[a, 0]:.4g}x{table[a, 1]:.4g} anchor, so a level-by-level assignment "
+                "(loss.assigner: atss) cannot tell their anchors apart; give each level its own "
+                "model.anchors.sizes"
+            )
+        return table, ids
+
+    def level_counts(self, anchors: torch.Tensor) -> list[int]:
+        """How many of ``anchors`` (this generator's flat (A, 4) output) lie on each level,
+        recovered from their shapes (:meth:`level_shapes`)."""
+        # The head hands the same cached tensor every step; holding it keeps the identity exact.
+        if getattr(self, "_levels_of", None) is anchors:
+            return self._levels
+        table, ids = self.level_shapes()
+        wh = (anchors[:, 2:] - anchors[:, :2]).detach().to("cpu", torch.float64)
+        error, nearest = ((wh[:, None] - table[None]).abs().amax(-1) / table.amax(-1)).min(1)
+        levels = ids[nearest]
+        if (error > 1e-4).any() or (levels.diff() < 0).any():
+            raise ConfigError(
+                "these anchors are not laid out by this generator's levels (level by level, "
+                f"shapes {self.sizes} x {self.aspect_ratios})"
+            )
+        self._levels_of = anchors
+        self._levels = torch.bincount(levels, minlength=self.num_levels).tolist()
+        return self._levels
+
     def forward(
         self,
         image_size: tuple[int, int],

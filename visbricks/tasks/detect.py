@@ -21,9 +21,9 @@ from ..data.records import DetectionSet
 from ..errors import ConfigError
 from ..metrics.base import EvalResult
 from ..metrics.detection import DetectionEvaluator
-from ..models.losses import BOX_LOSSES, CLS_LOSSES, SSDLoss
+from ..models.losses import ASSIGNERS, BOX_LOSSES, CLS_LOSSES, SSDLoss
 from ..models.postprocess import ssd_postprocess
-from ..ops.anchors import anchors_from_config
+from ..ops.anchors import AnchorGenerator, anchors_from_config
 from ..ops.box_coder import BoxCoder
 from ..registry import TASKS
 from .base import Task
@@ -56,6 +56,7 @@ class DetectTask(BoxTask):
         for key, value, choices in (
             ("loss.box_loss", loss.box_loss, BOX_LOSSES),
             ("loss.cls_loss", loss.cls_loss, CLS_LOSSES),
+            ("loss.assigner", loss.assigner, ASSIGNERS),
         ):
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
@@ -63,12 +64,16 @@ class DetectTask(BoxTask):
         # The one coder the loss encodes with and inference decodes with.
         self.box_coder = BoxCoder(tuple(cfg.model.box_variances))
         self._criterion: SSDLoss | None = None
+        self.anchor_generator: AnchorGenerator | None = None  # build_head's, for the assigner
         # VOC AP's IoU names the metric, so train.metric=null still finds it.
         self.metric = f"val/mAP{round(cfg.eval.iou_threshold * 100)}"
 
     # ---- bricks and loss ----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
         anchors = anchors_from_config(self.cfg.model.anchors, self.img_size, len(in_channels))
+        if self.cfg.loss.assigner == "atss":
+            anchors.level_shapes()  # refuses clipped anchors and levels sharing a shape, now
+        self.anchor_generator = anchors
         return self.make_head(
             in_channels, strides, num_classes=len(self.classes), anchor_generator=anchors,
             prior_prob=self.cfg.model.prior_prob, focal=self.focal,
@@ -77,7 +82,13 @@ class DetectTask(BoxTask):
     @property
     def criterion(self) -> SSDLoss:
         if self._criterion is None:
-            kwargs = section_kwargs(SSDLoss, self.cfg.loss, "loss")
+            given = {}
+            if self.cfg.loss.assigner == "atss":
+                if self.anchor_generator is None:
+                    raise ConfigError("loss.assigner=atss: build the model before the loss")
+                # A pure function of the anchor config, so it serves copies of the model too.
+                given["level_counts"] = self.anchor_generator.level_counts
+            kwargs = section_kwargs(SSDLoss, self.cfg.loss, "loss", **given)
             self._criterion = SSDLoss(len(self.classes), self.box_coder, **kwargs)
         return self._criterion
 
