@@ -319,9 +319,13 @@ def score(maps: dict[str, np.ndarray], labels: list[Path]) -> tuple[float, np.nd
     return miou, iou, missing
 
 
-def predict_maps(task, model, images: list[Path], device) -> dict[str, np.ndarray]:
+def predict_maps(
+    task, model, images: list[Path], device, flip: bool = True
+) -> dict[str, np.ndarray]:
     """Class maps at the original size: the task's letterboxed input, logits cropped to the
-    image's window and resized bilinearly to the photo's size, then the argmax."""
+    image's window and resized bilinearly to the photo's size, then the argmax. The network
+    runs through ``task.infer``, so ``--set eval.tta=flip`` adds the flip test (``flip=False``
+    leaves it out)."""
     import torch
     import torch.nn.functional as F
 
@@ -333,7 +337,8 @@ def predict_maps(task, model, images: list[Path], device) -> dict[str, np.ndarra
         for path in images:
             image = read_image(path)
             tensor, meta = task.preprocess(image)
-            logits = model(tensor[None].to(device))
+            x = tensor[None].to(device)
+            logits = task.infer(model, x) if flip else model(x)
             logits = (logits["logits"] if isinstance(logits, dict) else logits)[0].float()
             h, w = meta["orig_size"]
             scale, pad_x, pad_y = meta["letterbox"]
@@ -385,7 +390,13 @@ def run_ours(cfg, val_images: list[Path]) -> dict:
     steps = trainer.schedule.last_step
     images = steps * cfg.batch_size * cfg.train.accumulate
     maps = predict_maps(task, trainer.eval_model(), val_images, trainer.device)
+    extra = {}
+    if cfg.eval.tta:  # the same weights without it: what the flip test adds
+        extra["maps_plain"] = predict_maps(
+            task, trainer.eval_model(), val_images, trainer.device, flip=False
+        )
     return {
+        **extra,
         "seconds": seconds,
         "work": f"{steps} steps, {images / max(1, len(data.train)):.1f} ep",
         "images": images,
@@ -667,6 +678,12 @@ def main() -> int:
         )
         if missing:
             print(f"  warning: {names[key]} gave no prediction for {missing} val images")
+        if "maps_plain" in r:
+            plain, plain_iou, _ = score(r["maps_plain"], val_labels)
+            print(
+                f"  {'(same weights, no flip test)':<26} {'':>6} {'':<26} {'':>6} {plain:>6.4f}  "
+                + " ".join(f"{v:>8.4f}" for v in plain_iou)
+            )
     for key, r in results.items():
         if "own_miou" in r:
             print(

@@ -123,8 +123,9 @@ def test_tiny_unet_overfits_four_images(blocks, tmp_path):
     assert result["val/mIoU"] >= 0.95, result.table
 
 
-def test_command_line_train_eval_predict(blocks, tmp_path, capsys):
+def test_command_line_train_eval_predict(blocks, tmp_path, capsys, monkeypatch):
     from visbricks.cli import main
+    from visbricks.ops.tta import flip_average_logits
 
     args = [
         "train", "segment", f"data.root={blocks}", f"project={tmp_path / 'runs'}", "img_size=32",
@@ -155,6 +156,22 @@ def test_command_line_train_eval_predict(blocks, tmp_path, capsys):
     main(["predict", str(tmp_path / "exp" / "m.onnx"), str(blocks / "images" / "val" / "0.png"),
           "--out", str(tmp_path / "pred_onnx")])  # fmt: skip
     assert (tmp_path / "pred_onnx" / "0.png").is_file()
+
+    # eval.tta=flip on the command line reaches predict and eval, through a runtime too.
+    import visbricks.tasks.segment as segment_module
+
+    flips = []
+
+    def spy(net, images):
+        flips.append(len(images))
+        return flip_average_logits(net, images)
+
+    monkeypatch.setattr(segment_module, "flip_average_logits", spy)
+    main(["predict", str(tmp_path / "exp" / "m.onnx"), str(blocks / "images" / "val" / "0.png"),
+          "eval.tta=flip", "--out", str(tmp_path / "pred_tta")])  # fmt: skip
+    assert flips == [1] and (tmp_path / "pred_tta" / "masks" / "0.png").is_file()
+    main(["eval", str(run), "eval.tta=flip", "--out", str(tmp_path / "eval_tta")])
+    assert sum(flips) == 1 + 4  # the 4 val images
 
 
 def test_folder_without_splits_holds_out_val(tmp_path):

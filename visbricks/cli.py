@@ -240,7 +240,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .deploy.runtime import load_any
     from .engine.rundir import check_output, new_run_dir, run_dir_of, unique_dir
 
-    run = load_any(args.weights, args.backend)
+    run = load_any(args.weights, args.backend, args.overrides)
     if args.out:
         out = check_output(args.out, [args.source, run.origin], "predict --out")
     elif (home := run_dir_of(run.origin)) is not None:
@@ -669,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="annotate images or a video: a file, a folder or a glob")
     pr.add_argument("weights", help="run folder, best.safetensors, last.ckpt, .onnx or .pt2")
     pr.add_argument("source", help="image, folder, glob pattern (quote it) or video file")
+    pr.add_argument("overrides", nargs="*", help="key=value, e.g. eval.tta=flip")
     pr.add_argument("--out", help="output folder (default: predict/ in the run folder)")
     pr.add_argument(
         "--backend",

@@ -36,11 +36,11 @@ def _predict_images(run: LoadedRun, model: torch.nn.Module, images: list, device
     prepared = [run.task.preprocess(im) for im in images]
     tensors = [t for t, _ in prepared]
     if len({tuple(t.shape) for t in tensors}) == 1:
-        outputs = model(torch.stack(tensors).to(device))
+        outputs = run.task.infer(model, torch.stack(tensors).to(device))
         return run.task.postprocess(outputs, [m for _, m in prepared])
     preds = []  # letterboxed sizes may differ: run those one by one
     for t, m in prepared:
-        preds += run.task.postprocess(model(t[None].to(device)), [m])
+        preds += run.task.postprocess(run.task.infer(model, t[None].to(device)), [m])
     return preds
 
 

@@ -62,6 +62,12 @@ class Task(DataRole, ModelRole, PredictorRole):
         """Model outputs for a batch; tasks with several networks or inputs override this."""
         return model(self.network_input(batch))
 
+    def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
+        """Outputs of ``model`` (eager, or an exported file's runtime) for a batch of network
+        inputs at prediction time (``predict``, videos); a task with test-time augmentation
+        runs it here."""
+        return model(images)
+
     def batch_size(self, batch: dict) -> int:
         return len(self.network_input(batch))
 

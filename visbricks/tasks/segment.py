@@ -32,6 +32,7 @@ from ..data.segmentation import class_pixel_counts, median_frequency_weights
 from ..errors import ConfigError, DataError
 from ..metrics.segmentation import IGNORE_INDEX, SegmentationEvaluator
 from ..models.seg_losses import SegmentationLoss
+from ..ops.tta import flip_average_logits
 from ..registry import TASKS
 from .base import Task
 from .roles.masks import (
@@ -85,6 +86,17 @@ class SegmentTask(MaskData, MaskPredictor, Task):
         return self.criterion(outputs["logits"], batch["semantic"])
 
     # ---- evaluation ---------------------------------------------------------------------------
+    def forward(self, model: nn.Module, batch: dict) -> dict:
+        # Training never sees the flip test; validation, `eval` and `predict` do when asked.
+        images = self.network_input(batch)
+        return model(images) if getattr(model, "training", False) else self.infer(model, images)
+
+    def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
+        """``eval.tta: flip``: the mean class probabilities of the image and its mirror."""
+        if self.cfg.eval.tta == "flip":
+            return flip_average_logits(model, images)
+        return model(images)
+
     def evaluator(self, dataset: Dataset, split: str = "val") -> SegmentationEvaluator:
         return SegmentationEvaluator(
             self.classes, IGNORE_INDEX, prefix=split, resolution=self.eval_resolution
