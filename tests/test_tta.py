@@ -49,3 +49,46 @@ def test_segment_task_flips_at_evaluation_only() -> None:
     torch.testing.assert_close(plain.infer(net, x)["logits"], net(x)["logits"])
     with pytest.raises(ConfigError, match="eval.tta"):
         load_config("segment", ["eval.tta=rotate"])
+
+
+def monodepth2_post_process(l_disp, r_disp):
+    """Monodepth2's ``batch_post_process_disparity`` (layers of its evaluate_depth.py), in
+    numpy: ``l_disp`` (N, H, W) of the images, ``r_disp`` of their mirror images mirrored back."""
+    import numpy as np
+
+    _, h, w = l_disp.shape
+    m_disp = 0.5 * (l_disp + r_disp)
+    grid, _ = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    l_mask = (1.0 - np.clip(20 * (grid - 0.05), 0, 1))[None, ...]
+    r_mask = l_mask[:, :, ::-1]
+    return r_mask * l_disp + l_mask * r_disp + (1.0 - l_mask - r_mask) * m_disp
+
+
+class Tilted(nn.Module):
+    """A "depth net" whose disparity leans on the column: mirroring changes it."""
+
+    def forward(self, x: torch.Tensor) -> dict:
+        ramp = torch.linspace(0.1, 0.9, x.shape[-1])
+        disp = torch.sigmoid(x[:, :1] + ramp)
+        return {("disp", 0): disp, ("disp", 1): disp[..., ::2, ::2]}
+
+
+def test_depth_flip_equals_monodepth2_post_processing() -> None:
+    from visbricks.ops.tta import flip_blend_disparity
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 8, 40)
+    net = Tilted()
+    got = flip_blend_disparity(net, x)
+    plain = net(x)[("disp", 0)][:, 0].numpy()
+    mirror = net(x.flip(-1))[("disp", 0)][:, 0].numpy()[:, :, ::-1]
+    want = monodepth2_post_process(plain, mirror)
+    torch.testing.assert_close(got[("disp", 0)][:, 0], torch.from_numpy(want).float())
+    # The left border takes the mirror pass, the right border the plain one, the middle both.
+    assert torch.equal(got[("disp", 0)][..., 0], torch.from_numpy(mirror[:, :, 0].copy())[:, None])
+    assert torch.equal(got[("disp", 1)], net(x)[("disp", 1)])
+
+    task = build_task(load_config("depth", ["eval.tta=flip"]))
+    torch.testing.assert_close(task.infer(net, x)[("disp", 0)], got[("disp", 0)])
+    plain_task = build_task(load_config("depth"))
+    torch.testing.assert_close(plain_task.infer(net, x)[("disp", 0)], net(x)[("disp", 0)])

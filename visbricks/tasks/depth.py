@@ -18,6 +18,7 @@ from ..metrics.base import LossEvaluator
 from ..metrics.depth import DepthEvaluator
 from ..ops.geometry import pose_vec_to_mat
 from ..ops.photometric import ReprojectionLoss
+from ..ops.tta import flip_blend_disparity
 from ..registry import TASKS
 from .base import Task
 from .roles.depth import DepthData, DepthModelRole, DepthPredictor, encoder_rules
@@ -71,6 +72,13 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
         outputs.update(self.pose_outputs(*model.predict_pose(self.pose_pairs(batch))))
         return outputs
 
+    def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
+        """The depth net on target frames; ``eval.tta: flip`` adds Monodepth2's post-processing
+        (``ops/tta.py``) for evaluation against ground truth and for ``predict``."""
+        if self.cfg.eval.tta == "flip":
+            return flip_blend_disparity(model, images)
+        return model(images)
+
     def pose_pairs(self, batch: dict) -> torch.Tensor:
         """Each (target, source) pair stacked on channels in time order ([source, target] for
         f < 0, [target, source] for f > 0), all pairs concatenated on the batch dimension: one
@@ -115,7 +123,7 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
                 self.loss(self.forward(model, batch), batch), self.batch_size(batch)
             )
             return
-        disparity = self._disparity(model(batch[("color_aug", 0, 0)])[("disp", 0)])
+        disparity = self._disparity(self.infer(model, batch[("color_aug", 0, 0)])[("disp", 0)])
         targets = {"depth": batch[("depth_gt", 0)], "image": batch[("color", 0, 0)]}
         evaluator.update(disparity, targets)
 
