@@ -303,6 +303,32 @@ def test_focal_loss_matches_formula_over_foreground_columns() -> None:
     assert result["cls"].item() == pytest.approx(float(manual), rel=1e-4)
 
 
+def test_quality_focal_loss_matches_the_gfl_formula() -> None:
+    """QFL (Li et al. 2020, eq. 4): -|y - p|^beta ((1 - y) log(1 - p) + y log p), y the IoU of
+    the decoded box with its object on the object's class column; computed here box by box."""
+    from torchvision.ops import box_iou
+
+    coder = BoxCoder()
+    out = _outputs(2, 3)
+    beta = 2.0
+    result = SSDLoss(3, coder, cls_loss="qfl", qfl_beta=beta)(out, TARGETS)
+    logits, deltas = out["cls_logits"].detach(), out["box_deltas"].detach()
+    y = torch.zeros_like(logits[..., 1:])
+    for b, t in enumerate(TARGETS):
+        matches = match_anchors(out["anchors"], t["boxes"])
+        for a in (matches >= 0).nonzero().flatten().tolist():
+            box = coder.decode(deltas[b, a][None], out["anchors"][a][None])
+            iou = box_iou(box, t["boxes"][matches[a]][None])[0, 0]
+            y[b, a, t["labels"][matches[a]]] = iou
+    p = logits[..., 1:].sigmoid()
+    manual = -((y - p).abs() ** beta * ((1 - y) * torch.log(1 - p) + y * torch.log(p))).sum()
+    num_pos = sum(int((match_anchors(out["anchors"], t["boxes"]) >= 0).sum()) for t in TARGETS)
+    assert result["cls"].item() == pytest.approx(float(manual) / num_pos, rel=1e-4)
+    assert 0 < y.max() < 1  # soft targets: the random deltas fit their objects only partly
+    result["loss"].backward()  # the IoU target is detached: no gradient reaches deltas through it
+    assert torch.isfinite(out["box_deltas"].grad).all()
+
+
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
 def test_box_loss_is_zero_for_perfect_deltas(box_loss: str) -> None:
     coder = BoxCoder()
@@ -450,9 +476,10 @@ def one_thread() -> Iterator[None]:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
     ("neck_name", "cls_loss", "box_loss"),
-    [("fpn", "ce_hnm", "smooth_l1"), ("ssd_extras", "focal", "giou")],
+    [("fpn", "ce_hnm", "smooth_l1"), ("ssd_extras", "focal", "giou"), ("fpn", "qfl", "atss")],
 )
 def test_tiny_ssd_overfits_synthetic_shapes(neck_name: str, cls_loss: str, box_loss: str) -> None:
+    """``box_loss`` "atss": smooth-L1 boxes with ATSS assignment."""
     from visbricks.metrics.voc import evaluate_voc
 
     torch.manual_seed(0)
@@ -468,13 +495,18 @@ def test_tiny_ssd_overfits_synthetic_shapes(neck_name: str, cls_loss: str, box_l
     anchors = AnchorGenerator(
         default_ssd_sizes((IMG_H, IMG_W), levels, 0.2, 0.6), [[1.0, 2.0, 0.5]] * levels
     )
-    focal = cls_loss == "focal"
+    focal = cls_loss in ("focal", "qfl")
     head = SSDHead(
         neck.out_channels, neck.strides, len(CLASSES), anchors, focal=focal
     )
     model = nn.ModuleList([backbone, neck, head])
     coder = BoxCoder()
-    criterion = SSDLoss(len(CLASSES), coder, cls_loss=cls_loss, box_loss=box_loss)
+    assign = {"assigner": "atss", "level_counts": anchors.level_counts}
+    if box_loss == "atss":
+        box_loss, extra = "smooth_l1", assign
+    else:
+        extra = {}
+    criterion = SSDLoss(len(CLASSES), coder, cls_loss=cls_loss, box_loss=box_loss, **extra)
 
     def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
         return head(neck(backbone(x)), (x.shape[-2], x.shape[-1]))

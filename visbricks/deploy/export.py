@@ -226,7 +226,7 @@ def decode_info(run: LoadedRun) -> dict:
             "kind": "ssd",
             "cls_logits": "(batch, A, C + 1): column 0 is background, class c is column c + 1",
             "background_column": 0,
-            "scores": "sigmoid of columns 1..C (focal)"
+            "scores": "sigmoid of columns 1..C (cls_loss focal or qfl)"
             if task.focal
             else "softmax over all C + 1 columns, then drop column 0",
             "box_deltas": "(batch, A, 4) SSD deltas (dx, dy, dw, dh) / variances",

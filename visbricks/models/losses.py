@@ -18,7 +18,8 @@ from ..ops.box_coder import BoxCoder
 from ..ops.matching import atss_match, match_anchors
 
 BOX_LOSSES = ("smooth_l1", "giou")
-CLS_LOSSES = ("ce_hnm", "focal")
+CLS_LOSSES = ("ce_hnm", "focal", "qfl")
+SIGMOID_LOSSES = ("focal", "qfl")  # per-class sigmoid scores over columns 1..C
 ASSIGNERS = ("max_iou", "atss")
 
 
@@ -84,7 +85,10 @@ class SSDLoss(nn.Module):
       (``neg_pos_ratio`` per positive; an image without objects still contributes
       ``min_negatives``, default ``neg_pos_ratio``, so false positives on empty images are
       punished), or ``"focal"`` sigmoid focal loss over the C foreground columns for every
-      anchor, background being the all-zero target.
+      anchor, background being the all-zero target, or ``"qfl"``, GFL's quality focal loss
+      (Li et al. 2020): the same sigmoid columns, but a positive's target on its class is the IoU
+      of its decoded box with the object (detached), ``|target - p|^qfl_beta`` weighting the
+      binary cross-entropy, so the score learns to rank boxes by how well they fit.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class SSDLoss(nn.Module):
         focal_gamma: float = 2.0,
         box_weight: float = 1.0,
         min_negatives: int | None = None,
+        qfl_beta: float = 2.0,
         assigner: str = "max_iou",
         atss_topk: int = 9,
         level_counts: Callable[[torch.Tensor], list[int]] | None = None,
@@ -124,6 +129,7 @@ class SSDLoss(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.box_weight = box_weight
+        self.qfl_beta = qfl_beta
         self.assigner = assigner
         self.atss_topk = int(atss_topk)
         self.level_counts = level_counts
@@ -189,11 +195,13 @@ class SSDLoss(nn.Module):
             ).view_as(cls_target)
             negative = hard_negative_mask(ce, positive, self.neg_pos_ratio, self.min_negatives)
             cls = ce[positive | negative].sum()
-        else:
+        elif self.cls_loss == "focal":
             onehot = F.one_hot(cls_target, self.num_classes + 1)[..., 1:].to(logits.dtype)
             cls = sigmoid_focal_loss(
                 logits[..., 1:], onehot, self.focal_alpha, self.focal_gamma, reduction="sum"
             )
+        else:
+            cls = self._quality_focal(logits, deltas, anchors, positive, cls_target, gt_boxes)
 
         cls = cls / normaliser
         box = box / normaliser
@@ -203,3 +211,37 @@ class SSDLoss(nn.Module):
             "box": box,
             "num_pos": num_pos.detach().float(),
         }
+
+    def _quality_focal(
+        self,
+        logits: torch.Tensor,
+        deltas: torch.Tensor,
+        anchors: torch.Tensor,
+        positive: torch.Tensor,
+        cls_target: torch.Tensor,
+        gt_boxes: torch.Tensor,
+    ) -> torch.Tensor:
+        """GFL's QFL summed over every anchor and class column: ``-|y - p|^beta * BCE(p, y)``
+        with ``y`` the positive's IoU on its class column, 0 elsewhere."""
+        scores = logits[..., 1:]
+        target = torch.zeros_like(scores)
+        if positive.any():
+            with torch.no_grad():
+                pos_anchors = anchors.expand_as(deltas)[positive]
+                boxes = self.box_coder.decode(deltas[positive], pos_anchors)
+                quality = elementwise_iou(boxes, gt_boxes[positive])
+            target[positive, cls_target[positive] - 1] = quality.to(target.dtype)
+        bce = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+        weight = (scores.sigmoid() - target).abs().pow(self.qfl_beta)
+        return (bce * weight).sum()
+
+
+def elementwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of ``a[i]`` with ``b[i]`` (both (N, 4) XYXY): (N,), 0 for empty boxes."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))

@@ -21,7 +21,7 @@ from ..data.records import DetectionSet
 from ..errors import ConfigError
 from ..metrics.base import EvalResult
 from ..metrics.detection import DetectionEvaluator
-from ..models.losses import ASSIGNERS, BOX_LOSSES, CLS_LOSSES, SSDLoss
+from ..models.losses import ASSIGNERS, BOX_LOSSES, CLS_LOSSES, SIGMOID_LOSSES, SSDLoss
 from ..models.postprocess import ssd_postprocess
 from ..ops.anchors import AnchorGenerator, anchors_from_config
 from ..ops.box_coder import BoxCoder
@@ -60,7 +60,7 @@ class DetectTask(BoxTask):
         ):
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-        self.focal = loss.cls_loss == "focal"
+        self.focal = loss.cls_loss in SIGMOID_LOSSES  # sigmoid scores: bias init, decoding
         # The one coder the loss encodes with and inference decodes with.
         self.box_coder = BoxCoder(tuple(cfg.model.box_variances))
         self._criterion: SSDLoss | None = None
