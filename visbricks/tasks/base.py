@@ -59,13 +59,16 @@ class Task(DataRole, ModelRole, PredictorRole):
         return batch["image"]
 
     def forward(self, model: nn.Module, batch: dict) -> dict:
-        """Model outputs for a batch; tasks with several networks or inputs override this."""
-        return model(self.network_input(batch))
+        """Model outputs for a batch: the network itself in training, through :meth:`infer`
+        otherwise (validation, ``eval``), so evaluation sees what ``predict`` sees, test-time
+        augmentation included. Tasks with several networks or inputs override this."""
+        images = self.network_input(batch)
+        return model(images) if getattr(model, "training", False) else self.infer(model, images)
 
     def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
         """Outputs of ``model`` (eager, or an exported file's runtime) for a batch of network
-        inputs at prediction time (``predict``, videos); a task with test-time augmentation
-        runs it here."""
+        inputs outside training (``predict``, videos, evaluation); a task with test-time
+        augmentation runs it here."""
         return model(images)
 
     def batch_size(self, batch: dict) -> int:

@@ -86,11 +86,6 @@ class SegmentTask(MaskData, MaskPredictor, Task):
         return self.criterion(outputs["logits"], batch["semantic"])
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def forward(self, model: nn.Module, batch: dict) -> dict:
-        # Training never sees the flip test; validation, `eval` and `predict` do when asked.
-        images = self.network_input(batch)
-        return model(images) if getattr(model, "training", False) else self.infer(model, images)
-
     def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
         """``eval.tta: flip``: the mean class probabilities of the image and its mirror."""
         if self.cfg.eval.tta == "flip":
