@@ -19,7 +19,7 @@ lint: $(VENV_STAMP)
 	.venv/bin/ruff check visbricks tests bench
 
 test: $(VENV_STAMP) lint
-	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(VENV_STAMP)
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -19,6 +19,19 @@ def shared_data(sub: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked ``cost(seconds)`` run first, the costliest first. `make test` hands whole
+    files to 2 workers (``--dist loadfile --no-loadscope-reorder``) in collection order; left
+    in name order the minute-long README and preset files came last and one worker finished
+    them alone (longest-first scheduling; the unmarked, second-long files fill in behind)."""
+
+    def cost(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("cost")
+        return float(mark.args[0]) if mark else 0.0
+
+    items.sort(key=cost, reverse=True)  # stable: a file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Two tests run side by side (pytest -n 2) on two cores: one thread each avoids thrashing.

@@ -11,6 +11,8 @@ import pytest
 from conftest import tiny_config, write_colour_folder
 from visbricks.engine.budget import VAL_SHARE, TimeBudget
 
+pytestmark = pytest.mark.cost(33)  # seconds here: scheduled early (conftest.py)
+
 
 class FakeClock:
     def __init__(self) -> None:

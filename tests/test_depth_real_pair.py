@@ -35,6 +35,8 @@ import torch
 
 from conftest import shared_data
 
+pytestmark = pytest.mark.cost(40)  # seconds here: scheduled early (conftest.py)
+
 SEED = 2
 
 

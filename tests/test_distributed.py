@@ -15,10 +15,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import write_colour_folder
 from visbricks.cli import main
+
+pytestmark = pytest.mark.cost(35)  # seconds here: scheduled early (conftest.py)
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

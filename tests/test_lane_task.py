@@ -20,6 +20,8 @@ from visbricks.errors import ConfigError
 from visbricks.models.heads import build_head
 from visbricks.models.lane_losses import cell_ce, expectation_loss, ufld_loss
 
+pytestmark = pytest.mark.cost(16)  # seconds here: scheduled early (conftest.py)
+
 W, H = 160, 64
 
 

@@ -19,6 +19,8 @@ from visbricks.models.heads.locate import LocateHead
 from visbricks.tasks import build_task
 from visbricks.tasks.locate import LocateTask, largest_boxes
 
+pytestmark = pytest.mark.cost(14)  # seconds here: scheduled early (conftest.py)
+
 
 def _config(root: Path, project: Path, *extra: str):
     return preset_config("locate-shapes", root, project, *extra)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 from readme_harness import preset_from_nothing
 
+pytestmark = pytest.mark.cost(34)  # seconds here: scheduled early (conftest.py)
+
 
 @pytest.mark.parametrize("preset", ["segment-shapes"])
 def test_preset_from_an_empty_folder(preset, tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from readme_harness import preset_from_nothing
 
+pytestmark = pytest.mark.cost(84)  # seconds here: scheduled early (conftest.py)
+
 
 @pytest.mark.parametrize("preset", ["depth-driving", "lanes-driving"])
 def test_preset_from_an_empty_folder(preset, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
 from readme_harness import (
     README,
     REPO,
@@ -21,6 +22,8 @@ from readme_harness import (
     write_photos,
     write_video,
 )
+
+pytestmark = pytest.mark.cost(82)  # seconds here: scheduled early (conftest.py)
 
 
 def test_command_line_block_runs_in_order_from_an_empty_folder(tmp_path):

@@ -5,6 +5,7 @@ example as a file, and the Python example as a script."""
 
 from __future__ import annotations
 
+import pytest
 from readme_harness import (
     REPO,
     empty_dir,
@@ -14,6 +15,8 @@ from readme_harness import (
     write_own_data,
     write_yaml_example,
 )
+
+pytestmark = pytest.mark.cost(70)  # seconds here: scheduled early (conftest.py)
 
 
 def test_own_data_block_trains_on_every_format(tmp_path):

@@ -15,6 +15,8 @@ from visbricks.data.io import write_image
 from visbricks.errors import ConfigError
 from visbricks.tasks import build_task
 
+pytestmark = pytest.mark.cost(12)  # seconds here: scheduled early (conftest.py)
+
 
 def _blocks_dataset(root: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
     """images/{train,val}/ + masks/{train,val}/ (identical splits): a disc and a bar on a

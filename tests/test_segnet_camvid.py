@@ -24,6 +24,8 @@ from visbricks.data.io import write_image
 from visbricks.data.segmentation import SegmentationDataset
 from visbricks.errors import ConfigError
 
+pytestmark = pytest.mark.cost(25)  # seconds here: scheduled early (conftest.py)
+
 CLASSES = ["sky", "road", "car"]
 VOID = 11
 CAMVID = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
