@@ -99,7 +99,8 @@ def _probe(model: nn.Module) -> nn.Module:
     grid): fed a small positive image, every path then carries a strictly positive gradient and
     nothing saturates, so the support of a cell's gradient is exactly its receptive field, for
     any topology (residuals, dense blocks, SE, ASPP's image pooling: the whole image)."""
-    probe = copy.deepcopy(model).double().eval()
+    # Only the input's gradient is read: frozen parameters halve each backward pass.
+    probe = copy.deepcopy(model).double().eval().requires_grad_(False)
     for name, module in list(probe.named_modules()):
         parent = probe.get_submodule(name.rpartition(".")[0]) if "." in name else probe
         if isinstance(module, nn.MaxPool2d):
