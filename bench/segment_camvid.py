@@ -648,7 +648,11 @@ def main() -> int:
 
     results: dict[str, dict] = {}
     if "ours" in only:
-        print("\nours: visbricks train segment (mobilenet_v2 + unet, ImageNet encoder)", flush=True)
+        print(
+            f"\nours: visbricks train segment ({cfg.model.backbone} + {cfg.model.head}, "
+            "ImageNet encoder)",
+            flush=True,
+        )
         results["ours"] = run_ours(cfg, val_images)
     if "smp" in only:
         print("\nsmp: Unet(encoder_name='mobilenet_v2'), ImageNet encoder", flush=True)
@@ -658,7 +662,7 @@ def main() -> int:
         results["yolo"] = run_yolo(python, work, yolo_yaml, args.budget, size[0], device)
 
     names = {
-        "ours": "visbricks mobilenet_v2+unet",
+        "ours": f"visbricks {cfg.model.backbone}+{cfg.model.head}",  # --set may swap either
         "smp": "smp Unet(mobilenet_v2)",
         "yolo": "Ultralytics yolo26n-sem",
     }
