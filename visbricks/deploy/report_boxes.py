@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from ..data.draw import draw_boxes
 from ..data.io import read_image, safe_join
 from ..data.records import DetectionSet
 from ..metrics.base import EvalResult
 from ..metrics.errors import LOW_IOU, BoxErrors, box_errors
+from ..ops.boxes import elementwise_iou
 from ..tasks.detect import detection_set
 from ..tasks.locate import largest_boxes
 from .report_views import LIMIT, ErrorView, Gallery, Item, Worst, fit
@@ -202,5 +202,5 @@ class LocateView(BoxView):
             errors = box_errors(
                 pred["boxes"], pred["labels"], pred["scores"], truth["boxes"], truth["labels"]
             )
-            iou = float(torch.nan_to_num(box_iou(boxes_p[j : j + 1], boxes_t[j : j + 1]))[0, 0])
+            iou = float(elementwise_iou(boxes_p[j : j + 1], boxes_t[j : j + 1])[0])
             self.offer(index, pred, truth, errors, (1.0 - iou) / 2)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
+from ..ops.boxes import elementwise_iou
 from .base import EvalResult, Evaluator
 from .classification import confusion_matrix
 from .detection_plots import plot_confusion_matrix
@@ -36,8 +35,7 @@ class LocalizationEvaluator(Evaluator):
     def update(self, predictions: dict, targets: dict) -> None:
         p = predictions["boxes"].detach().float().cpu().reshape(-1, 4)
         t = targets["boxes"].detach().float().cpu().reshape(-1, 4)
-        # box_iou of a degenerate pair is 0/0: such a prediction scores 0.
-        iou = torch.nan_to_num(box_iou(p, t).diagonal(), nan=0.0) if len(p) else torch.zeros(0)
+        iou = elementwise_iou(p, t)  # a degenerate pair scores 0
         self._iou.append(iou.double().numpy())
         self._pred.append(predictions["labels"].detach().cpu().long().reshape(-1).numpy())
         self._true.append(targets["labels"].detach().cpu().long().reshape(-1).numpy())

@@ -15,6 +15,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ..errors import ConfigError, DataError
 from ..ops.box_coder import BoxCoder
+from ..ops.boxes import elementwise_iou
 from ..ops.matching import atss_match, match_anchors
 
 BOX_LOSSES = ("smooth_l1", "giou")
@@ -182,11 +183,16 @@ class SSDLoss(nn.Module):
         normaliser = num_pos.clamp(min=1).float()
 
         pos_anchors = anchors.expand_as(deltas)[positive]
+        # The positives' boxes, decoded once for the GIoU term and QFL's IoU targets.
+        decoded = (
+            self.box_coder.decode(deltas[positive], pos_anchors)
+            if self.box_loss == "giou" or self.cls_loss == "qfl"
+            else None
+        )
         if self.box_loss == "smooth_l1":
             encoded = self.box_coder.encode(gt_boxes[positive], pos_anchors)
             box = F.smooth_l1_loss(deltas[positive], encoded, beta=1.0, reduction="sum")
         else:
-            decoded = self.box_coder.decode(deltas[positive], pos_anchors)
             box = generalized_box_iou_loss(decoded, gt_boxes[positive], reduction="sum")
 
         if self.cls_loss == "ce_hnm":
@@ -201,7 +207,7 @@ class SSDLoss(nn.Module):
                 logits[..., 1:], onehot, self.focal_alpha, self.focal_gamma, reduction="sum"
             )
         else:
-            cls = self._quality_focal(logits, deltas, anchors, positive, cls_target, gt_boxes)
+            cls = self._quality_focal(logits, decoded, positive, cls_target, gt_boxes)
 
         cls = cls / normaliser
         box = box / normaliser
@@ -215,33 +221,20 @@ class SSDLoss(nn.Module):
     def _quality_focal(
         self,
         logits: torch.Tensor,
-        deltas: torch.Tensor,
-        anchors: torch.Tensor,
+        decoded: torch.Tensor,
         positive: torch.Tensor,
         cls_target: torch.Tensor,
         gt_boxes: torch.Tensor,
     ) -> torch.Tensor:
         """GFL's QFL summed over every anchor and class column: ``-|y - p|^beta * BCE(p, y)``
-        with ``y`` the positive's IoU on its class column, 0 elsewhere."""
+        with ``y`` the positive's IoU (of its ``decoded`` box, no gradient) on its class column,
+        0 elsewhere."""
         scores = logits[..., 1:]
         target = torch.zeros_like(scores)
         if positive.any():
-            with torch.no_grad():
-                pos_anchors = anchors.expand_as(deltas)[positive]
-                boxes = self.box_coder.decode(deltas[positive], pos_anchors)
-                quality = elementwise_iou(boxes, gt_boxes[positive])
+            quality = elementwise_iou(decoded.detach(), gt_boxes[positive])
             target[positive, cls_target[positive] - 1] = quality.to(target.dtype)
         bce = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
         weight = (scores.sigmoid() - target).abs().pow(self.qfl_beta)
         return (bce * weight).sum()
 
-
-def elementwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of ``a[i]`` with ``b[i]`` (both (N, 4) XYXY): (N,), 0 for empty boxes."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))

@@ -1,1 +1,2 @@
-"""Shared tensor mechanics used by several tasks: box coding, anchors, matching, camera geometry."""
+"""Shared tensor mechanics used by several tasks: box coding, paired-box IoU, anchors, matching,
+camera geometry."""
