@@ -71,11 +71,12 @@ training images) and training images/s of each side (ours on raccoon: per second
 Trainer's budget clock), and ours / the better peer (shapes goals: >= 1.5 at 300 s, >= 1.2 at
 600 s, >= 1.0 at 1,800 s). ``--only`` runs a single side (each can then be run
 alone on an idle machine); ``--json PATH`` appends every result as one JSON line (model, budget,
-precision, mAP, steps, epochs, images/s, seconds, CPU model, torch threads, ...), and
-``--table PATH`` prints the combined table of such a file, one per data set (each record's
-``data``: shapes, raccoon or a given path; records without it are shapes), a later result of
-the same data, model, budget, precision and CPU replacing an earlier one. ``--quick`` checks the
-plumbing: 20 s budgets (shapes: on 64/16 generated images; raccoon: on all 200 photos).
+precision, mAP, steps, epochs, images/s, seconds, CPU model, torch threads, our
+``$VISBRICKS_OVERRIDES``, ...), and ``--table PATH`` prints the combined table of such a file, one
+per data set (each record's ``data``: shapes, raccoon or a given path; records without it are
+shapes), a later result of the same data, model, budget, precision, overrides and CPU replacing an
+earlier one. ``--quick`` checks the plumbing: 20 s budgets (shapes: on 64/16 generated images;
+raccoon: on all 200 photos).
 
 Ultralytics is never a dependency of visbricks: it is imported from this interpreter if present,
 else from a side virtual environment (``--venv``, default /tmp/visbricks-ultralytics) that
@@ -336,6 +337,7 @@ class Bench:
             wall_s=time.time() - start,
             batch_size=self.cfg.batch_size,
             torch_threads=torch.get_num_threads(),
+            overrides=os.environ.get("VISBRICKS_OVERRIDES", ""),  # e.g. loss.assigner=atss
         )
 
     def run_ours_cli(self, side: str, budget: float, data_yaml: Path) -> dict | None:
@@ -393,6 +395,7 @@ class Bench:
             batch_size=self.cfg.batch_size,
             torch_threads=torch.get_num_threads(),  # the same environment as the child's
             run_dir=str(run_dir),
+            overrides=os.environ.get("VISBRICKS_OVERRIDES", ""),  # the child inherits them
         )
 
     def run_yolo(self, model: str, budget: float, data_yaml: Path) -> dict | None:
@@ -486,6 +489,7 @@ def cpu_name() -> str:
 
 def describe(r: dict) -> str:
     how = f", read via {r['read_via']}" if "read_via" in r else ""
+    how += f", with {r['overrides']}" if r.get("overrides") else ""
     return (
         f"  {r['model']}: {r['amp']}, {r['torch_threads']} threads, {r['steps']} steps "
         f"({r['epochs']:.1f} epochs, {r['img_per_s']:.0f} img/s), {r['wall_s']:.0f} s wall{how}: "
@@ -498,13 +502,18 @@ def data_of(r: dict) -> str:
     return r.get("data", "shapes")  # records from before --data raccoon were all shapes
 
 
+def variant(r: dict) -> str:
+    """Our precision, plus the overrides a run was given (``bf16 loss.assigner=atss``)."""
+    return f"{r['amp']} {r['overrides']}" if r.get("overrides") else r["amp"]
+
+
 def print_table(records: list[dict]) -> None:
     """Per data set, one row per CPU, budget and our precision: every side's mAP, steps, epochs
     and img/s, and each of ours / the better peer. A later record of the same data, model,
-    budget, precision and CPU replaces an earlier one."""
+    budget, precision, overrides and CPU replaces an earlier one."""
     latest: dict[tuple, dict] = {}
     for r in records:
-        latest[(data_of(r), r["cpu"], r["budget"], r["model"], r["amp"])] = r
+        latest[(data_of(r), r["cpu"], r["budget"], r["model"], variant(r))] = r
     if len(latest) < len(records):
         print(f"\n({len(records) - len(latest)} earlier results replaced by later ones)")
     for data in dict.fromkeys(data_of(r) for r in latest.values()):
@@ -551,10 +560,10 @@ def print_data_table(data: str, records: list[dict]) -> None:
             print(f"\n{data}: {cpu}\n{head}\n{sub}")
         # a peer trains the same whatever our precision: its latest record of this budget
         peer_of = {m: max(by_model[m], key=lambda r: r["when"]) for m in peers if m in by_model}
-        amps = sorted({r["amp"] for s in ours_sides for r in by_model.get(s, [])})
+        amps = sorted({variant(r) for s in ours_sides for r in by_model.get(s, [])})
         for amp in amps or ["-"]:
             ours = {
-                s: next((r for r in by_model.get(s, []) if r["amp"] == amp), None)
+                s: next((r for r in by_model.get(s, []) if variant(r) == amp), None)
                 for s in ours_sides
             }
             cells = [*(cell(ours[s]) for s in ours_sides), *(cell(peer_of.get(m)) for m in peers)]
@@ -573,6 +582,8 @@ def print_data_table(data: str, records: list[dict]) -> None:
             batch = ", ".join(str(b) for b in sorted({r["batch_size"] for r in rs}))
             ways = sorted({r.get("read_via", "") for r in rs} - {""})
             how = f"; scored via {', '.join(ways)}" if ways else ""
+            extra = sorted({r.get("overrides", "") for r in rs} - {""})
+            how += f"; $VISBRICKS_OVERRIDES {' | '.join(extra)}" if extra else ""
             print(f"  {model}: precision {amps}; torch threads {threads}; batch {batch}{how}")
 
 

@@ -66,6 +66,18 @@ def test_table_keeps_data_sets_apart(capsys):
     assert "0.80, 1.60 vs yolo26n" in raccoon and "meets" not in raccoon
 
 
+def test_table_keeps_overridden_runs_apart(capsys):
+    atss = {**_record("ours", 0.99, None), "overrides": "loss.assigner=atss"}
+    records = [_record("ours", 0.9, None), atss, _record("yolo11n", 0.6, None)]
+    dvu.print_table(records)
+    out = capsys.readouterr().out
+    assert "replaced" not in out  # same model, budget, amp and CPU, other overrides
+    assert "bf16 loss.assigner=atss" in out and "1.65 (meets 1.2) vs yolo11n" in out
+    assert "1.50 (meets 1.2) vs yolo11n" in out  # the preset as is, its own row
+    assert "$VISBRICKS_OVERRIDES loss.assigner=atss" in out
+    assert "with loss.assigner=atss" in dvu.describe({**atss, "wall_s": 600.0})
+
+
 def test_raccoon_split_and_yolo_copy(tmp_path, monkeypatch):
     shared_data("raccoon/annotations")  # skips without the real photos
     monkeypatch.syspath_prepend(str(BENCH))
