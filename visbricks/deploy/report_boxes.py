@@ -189,6 +189,7 @@ class LocateView(BoxView):
         indices = [start + int(i) for i in torch.nonzero(valid).flatten().tolist()]
         boxes_p = predictions["boxes"].detach().float().cpu()
         boxes_t = targets["boxes"].detach().float().cpu()
+        ious = elementwise_iou(boxes_p, boxes_t).tolist()  # the batch's pairs at once
         for j, index in enumerate(indices):
             pred = {
                 "boxes": boxes_p[j : j + 1].numpy(),
@@ -202,5 +203,4 @@ class LocateView(BoxView):
             errors = box_errors(
                 pred["boxes"], pred["labels"], pred["scores"], truth["boxes"], truth["labels"]
             )
-            iou = float(elementwise_iou(boxes_p[j : j + 1], boxes_t[j : j + 1])[0])
-            self.offer(index, pred, truth, errors, (1.0 - iou) / 2)
+            self.offer(index, pred, truth, errors, (1.0 - ious[j]) / 2)
