@@ -1,4 +1,7 @@
-"""Run visbricks as a user does: the installed console script, in a subprocess, in an empty folder.
+"""Run visbricks as a user does: the console script's entry point, in its own process, in an empty
+folder. Each command is a fork of a warm interpreter that has paid the imports once
+(``forkserver.py``: ~3.5 s a command, ~130 commands); ``VISBRICKS_TESTS_SPAWN=1`` runs the
+installed console script in a plain subprocess instead, and ``test_wheel.py`` always does.
 
 Shared by the README tests (``test_readme_*.py``: every command line of README.md's code blocks)
 and the every-preset tests (``test_presets_*.py``). Commands are shrunk only through the
@@ -29,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -211,24 +216,26 @@ def run(
         overrides = overrides_for(argv, cwd)
     where = where or shlex.join(argv)
     started = time.perf_counter()
-    try:
-        done = subprocess.run(
-            [str(VISBRICKS), *argv[1:]],
-            cwd=cwd,
-            env=clean_env(cwd, overrides),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace")[-3000:] if isinstance(e.stdout, bytes) \
-            else (e.stdout or "")[-3000:]
-        raise AssertionError(f"{where}\ntimed out after {timeout:.0f} s\n{out}") from None
-    ran = Ran(argv, where, done.returncode, done.stdout, done.stderr,
-              time.perf_counter() - started)
+    env = clean_env(cwd, overrides)
+    warm = forkserver.server(sys.executable, clean_env(cwd))
+    if warm:  # a fork of a process that has imported torch & co. (forkserver.py says why)
+        rc, stdout, stderr, timed_out = warm.run(str(VISBRICKS), argv[1:], cwd, env, timeout)
+        if timed_out:
+            raise AssertionError(f"{where}\ntimed out after {timeout:.0f} s\n{stdout[-3000:]}")
+    else:
+        try:
+            done = subprocess.run([str(VISBRICKS), *argv[1:]], cwd=cwd, env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) \
+                else (e.stdout or "")
+            raise AssertionError(f"{where}\ntimed out after {timeout:.0f} s\n{out[-3000:]}") \
+                from None
+        rc, stdout, stderr = done.returncode, done.stdout, done.stderr
+    ran = Ran(argv, where, rc, stdout, stderr, time.perf_counter() - started)
     print(f"{ran.seconds:6.1f} s  {where}")  # shown with pytest -s: what each call costs
-    assert done.returncode == expect_rc, (
-        f"{where}\nexit code {done.returncode} (expected {expect_rc}); "
+    assert rc == expect_rc, (
+        f"{where}\nexit code {rc} (expected {expect_rc}); "
         f"VISBRICKS_OVERRIDES={overrides!r}\n{ran.tail()}"
     )
     return ran

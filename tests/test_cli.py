@@ -14,7 +14,7 @@ from conftest import write_colour_folder
 from visbricks.cli import main
 from visbricks.deploy.summary import receptive_fields
 
-pytestmark = pytest.mark.cost(37)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(28)  # seconds here: scheduled early (conftest.py)
 
 
 def test_help_is_fast_and_does_not_import_torch():

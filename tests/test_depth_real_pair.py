@@ -35,7 +35,7 @@ import torch
 
 from conftest import shared_data
 
-pytestmark = pytest.mark.cost(40)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(59)  # seconds here: scheduled early (conftest.py)
 
 SEED = 2
 

@@ -21,7 +21,7 @@ from visbricks.ops.geometry import pose_vec_to_mat
 from visbricks.tasks import build_task
 from visbricks.tasks.depth import colorize
 
-pytestmark = pytest.mark.cost(14)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(22)  # seconds here: scheduled early (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from visbricks.metrics.voc import evaluate_voc, pairwise_iou
 from visbricks.tasks import build_task
 from visbricks.tasks.detect import DetectTask
 
-pytestmark = pytest.mark.cost(16)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(17)  # seconds here: scheduled early (conftest.py)
 
 NO_AUG = "data.aug={hflip: 0.0, photometric: 0.0, zoom_out: 0.0, iou_crop: 0.0, scale_jitter: null}"
 

@@ -21,7 +21,7 @@ import torch
 from conftest import write_colour_folder
 from visbricks.cli import main
 
-pytestmark = pytest.mark.cost(35)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(36)  # seconds here: scheduled early (conftest.py)
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from visbricks.errors import ConfigError
 from visbricks.models.heads import build_head
 from visbricks.models.lane_losses import cell_ce, expectation_loss, ufld_loss
 
-pytestmark = pytest.mark.cost(16)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(19)  # seconds here: scheduled early (conftest.py)
 
 W, H = 160, 64
 

@@ -19,7 +19,7 @@ from visbricks.models.heads.locate import LocateHead
 from visbricks.tasks import build_task
 from visbricks.tasks.locate import LocateTask, largest_boxes
 
-pytestmark = pytest.mark.cost(14)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(20)  # seconds here: scheduled early (conftest.py)
 
 
 def _config(root: Path, project: Path, *extra: str):

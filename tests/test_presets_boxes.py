@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from readme_harness import preset_from_nothing, synthetic_presets, train_on_two_devices
 
-pytestmark = pytest.mark.cost(120)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(63)  # seconds here: scheduled early (conftest.py)
 
 PRESETS = ["classify-shapes", "multilabel-shapes", "locate-shapes"]
 # The presets of the other two parts: together every shipped preset with data.synth.

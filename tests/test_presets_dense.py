@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from readme_harness import preset_from_nothing
 
-pytestmark = pytest.mark.cost(34)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(16)  # seconds here: scheduled early (conftest.py)
 
 
 @pytest.mark.parametrize("preset", ["segment-shapes"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from readme_harness import preset_from_nothing
 
-pytestmark = pytest.mark.cost(84)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(43)  # seconds here: scheduled early (conftest.py)
 
 
 @pytest.mark.parametrize("preset", ["depth-driving", "lanes-driving"])

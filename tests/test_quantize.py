@@ -15,7 +15,7 @@ from visbricks.deploy.quantize import QuantizeError, quantize, split_loader
 from visbricks.deploy.runtime import load_any
 from visbricks.errors import ConfigError
 
-pytestmark = pytest.mark.cost(15)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(14)  # seconds here: scheduled early (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from readme_harness import (
     write_video,
 )
 
-pytestmark = pytest.mark.cost(82)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(36)  # seconds here: scheduled early (conftest.py)
 
 
 def test_command_line_block_runs_in_order_from_an_empty_folder(tmp_path):

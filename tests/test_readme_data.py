@@ -16,7 +16,7 @@ from readme_harness import (
     write_yaml_example,
 )
 
-pytestmark = pytest.mark.cost(70)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(33)  # seconds here: scheduled early (conftest.py)
 
 
 def test_own_data_block_trains_on_every_format(tmp_path):

@@ -10,7 +10,7 @@ import re
 import pytest
 from readme_harness import empty_dir, run_bash_block, section_blocks, write_photos, write_video
 
-pytestmark = pytest.mark.cost(44)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(21)  # seconds here: scheduled early (conftest.py)
 
 
 def test_deploy_block_runs_in_order_from_an_empty_folder(tmp_path):

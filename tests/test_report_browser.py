@@ -28,7 +28,7 @@ from visbricks.cli import run_training
 from visbricks.config import load_config
 from visbricks.deploy.report import write_report
 
-pytestmark = pytest.mark.cost(22)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(20)  # seconds here: scheduled early (conftest.py)
 
 # Tiny runs, and the gallery each one's report must show. detect keeps low-score boxes so that
 # the error view has false positives and poor localisations to draw, not only missed objects.

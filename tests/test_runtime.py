@@ -25,7 +25,7 @@ from visbricks.deploy.loading import load_run
 from visbricks.deploy.runtime import load_any
 from visbricks.errors import ConfigError, DataError, WeightsError
 
-pytestmark = pytest.mark.cost(42)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(51)  # seconds here: scheduled early (conftest.py)
 
 NO_AUG = "data.aug={hflip: 0.0, photometric: 0.0, zoom_out: 0.0, iou_crop: 0.0, scale_jitter: null}"
 

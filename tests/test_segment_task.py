@@ -15,7 +15,7 @@ from visbricks.data.io import write_image
 from visbricks.errors import ConfigError
 from visbricks.tasks import build_task
 
-pytestmark = pytest.mark.cost(12)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(17)  # seconds here: scheduled early (conftest.py)
 
 
 def _blocks_dataset(root: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:

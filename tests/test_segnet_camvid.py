@@ -24,7 +24,7 @@ from visbricks.data.io import write_image
 from visbricks.data.segmentation import SegmentationDataset
 from visbricks.errors import ConfigError
 
-pytestmark = pytest.mark.cost(25)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(19)  # seconds here: scheduled early (conftest.py)
 
 CLASSES = ["sky", "road", "car"]
 VOID = 11

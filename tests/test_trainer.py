@@ -13,7 +13,7 @@ from visbricks.engine.trainer import Trainer
 from visbricks.errors import TrainingDiverged
 from visbricks.tasks import build_task
 
-pytestmark = pytest.mark.cost(11)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(10)  # seconds here: scheduled early (conftest.py)
 
 
 def _fit(cfg):

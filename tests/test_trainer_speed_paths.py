@@ -24,7 +24,7 @@ from visbricks.errors import ConfigError
 from visbricks.metrics.base import EvalResult
 from visbricks.tasks import build_task
 
-pytestmark = pytest.mark.cost(16)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(14)  # seconds here: scheduled early (conftest.py)
 
 
 def _trainer(cfg) -> Trainer:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.cost(26)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(22)  # seconds here: scheduled early (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (REPO / "visbricks" / "configs").glob("*.yaml"))
