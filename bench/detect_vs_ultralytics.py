@@ -544,13 +544,15 @@ def print_data_table(data: str, records: list[dict]) -> None:
         return f"{value:.2f} ({'meets' if value >= goal else 'BELOW'} {goal})"
 
     sides = [*ours_sides, *peers]
+    # The precision column is as wide as its longest entry ("fp32 loss.assigner=atss").
+    w = max([5, *(len(variant(r)) for r in records if r["model"] in OUR_SIDES)])
     head = (
-        f"{'budget':>7} {'ours':>5}  "
+        f"{'budget':>7} {'ours':>{w}}  "
         + "  ".join(f"{s:<28}" for s in sides)
         + "  "
         + ", ".join(f"{s}/best" for s in ours_sides)
     )
-    sub = f"{'':>7} {'amp':>5}  " + "  ".join(
+    sub = f"{'':>7} {'amp':>{w}}  " + "  ".join(
         f"{'mAP50':>7} {'steps':>6} {'epochs':>6} {'img/s':>6}" for _ in sides
     )
     cpu = None
@@ -567,7 +569,7 @@ def print_data_table(data: str, records: list[dict]) -> None:
                 for s in ours_sides
             }
             cells = [*(cell(ours[s]) for s in ours_sides), *(cell(peer_of.get(m)) for m in peers)]
-            line = f"{budget:>6.0f}s {amp:>5}  " + "  ".join(cells)
+            line = f"{budget:>6.0f}s {amp:>{w}}  " + "  ".join(cells)
             if any(ours.values()) and peer_of:
                 peer = max(peer_of.values(), key=lambda r: r["map50"])
                 goal = GOALS.get(budget) if data == "shapes" else None  # the shapes goals

@@ -28,7 +28,7 @@ from pathlib import Path
 
 # The server: reads one JSON request per line, answers one JSON line per request.
 SERVER = r"""
-import atexit, json, os, signal, sys, time, traceback
+import atexit, json, os, signal, sys, threading, time, traceback
 
 import torch, torchvision  # noqa: F401  the import cost every command would pay
 import visbricks.cli as cli
@@ -65,11 +65,19 @@ def child(req):
         traceback.print_exc()
         code = 1
     try:
-        atexit._run_exitfuncs()
+        threading._shutdown()  # as the interpreter's exit: wait for non-daemon threads,
+        atexit._run_exitfuncs()  # then the atexit functions
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
         os._exit(code if isinstance(code, int) else 1)
+
+
+def kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 for line in sys.stdin:
@@ -80,21 +88,26 @@ for line in sys.stdin:
             child(req)
         finally:
             os._exit(70)  # child() never returns; this only guards a failure inside it
+    try:
+        os.setpgid(pid, pid)  # also here: no window in which a kill would miss its group
+    except OSError:
+        pass
     deadline = time.monotonic() + req["timeout"]
     timed_out = False
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            timed_out = True
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _, status = os.waitpid(pid, 0)
-            break
-        time.sleep(0.01)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                kill_group(pid)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+    except BaseException:  # the test run was interrupted: take the command and its children along
+        kill_group(pid)
+        raise
     rc = os.waitstatus_to_exitcode(status)
     print(json.dumps({"rc": rc, "timed_out": timed_out}), flush=True)
 """

@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.draw import draw_boxes, image_grid
 from ..files import atomic_write
+
+if TYPE_CHECKING:  # imported where a figure is drawn: `predict`, `export`, `bench` draw none,
+    from matplotlib.figure import Figure  # and matplotlib is ~0.4 s of every command's start
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -32,6 +35,8 @@ def plot_history(rows: Sequence[Mapping[str, float]], plots_dir: str | Path) -> 
     """loss.png: every ``train/*`` and ``val/loss*`` column; metrics.png: every other ``val/*``."""
     if not rows:
         return
+    from matplotlib.figure import Figure
+
     plots_dir = Path(plots_dir)
     epochs = [r["epoch"] for r in rows]
     keys = list(dict.fromkeys(k for r in rows for k in r if "/" in k))  # every epoch's keys

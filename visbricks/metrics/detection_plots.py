@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError
 from .voc import VOCResult, ground_truth_arrays, pairwise_iou, prediction_arrays
@@ -45,6 +44,8 @@ def plot_pr_curves(voc_result: VOCResult, class_names: Sequence[str], path: str 
         raise ConfigError(
             f"{len(class_names)} class names given for a result with {len(voc_result.ap)} classes"
         )
+    from matplotlib.figure import Figure  # here, not on import (engine/plots.py says why)
+
     fig = Figure(figsize=(8, 6), dpi=120, layout="constrained")
     ax = fig.subplots()
     grid = np.linspace(0.0, 1.0, 101)
@@ -179,6 +180,8 @@ def plot_confusion_matrix(
         m = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
 
     size = max(6.0, 0.45 * n + 2.0)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(size, size * 0.85), dpi=120, layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
