@@ -125,8 +125,9 @@ class ForkServer:
             cwd=self.tmp,
             text=True,
         )
-        hello = self.proc.stdout.readline()
-        self.ok = bool(hello) and json.loads(hello).get("threads") == 1
+        hello = self.proc.stdout.readline()  # "" when it failed to start (its error is shown)
+        self.threads = json.loads(hello)["threads"] if hello else None
+        self.ok = self.threads == 1
         if not self.ok:
             self.close()
 
@@ -176,5 +177,6 @@ def server(python: str, env: dict[str, str]) -> ForkServer | None:
             _SERVER = s
             atexit.register(s.close)
         else:
-            print("fork server unavailable (not single-threaded): a subprocess per command")
+            why = "did not start" if s.threads is None else f"{s.threads} threads at the fork"
+            print(f"fork server unavailable ({why}): a subprocess per command")
     return _SERVER
