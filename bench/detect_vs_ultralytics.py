@@ -562,14 +562,14 @@ def print_data_table(data: str, records: list[dict]) -> None:
             print(f"\n{data}: {cpu}\n{head}\n{sub}")
         # a peer trains the same whatever our precision: its latest record of this budget
         peer_of = {m: max(by_model[m], key=lambda r: r["when"]) for m in peers if m in by_model}
-        amps = sorted({variant(r) for s in ours_sides for r in by_model.get(s, [])})
-        for amp in amps or ["-"]:
+        variants = sorted({variant(r) for s in ours_sides for r in by_model.get(s, [])})
+        for v in variants or ["-"]:
             ours = {
-                s: next((r for r in by_model.get(s, []) if variant(r) == amp), None)
+                s: next((r for r in by_model.get(s, []) if variant(r) == v), None)
                 for s in ours_sides
             }
             cells = [*(cell(ours[s]) for s in ours_sides), *(cell(peer_of.get(m)) for m in peers)]
-            line = f"{budget:>6.0f}s {amp:>{w}}  " + "  ".join(cells)
+            line = f"{budget:>6.0f}s {v:>{w}}  " + "  ".join(cells)
             if any(ours.values()) and peer_of:
                 peer = max(peer_of.values(), key=lambda r: r["map50"])
                 goal = GOALS.get(budget) if data == "shapes" else None  # the shapes goals
