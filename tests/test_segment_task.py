@@ -174,6 +174,16 @@ def test_command_line_train_eval_predict(blocks, tmp_path, capsys, monkeypatch):
     assert flips == [1] and (tmp_path / "pred_tta" / "masks" / "0.png").is_file()
     main(["eval", str(run), "eval.tta=flip", "--out", str(tmp_path / "eval_tta")])
     assert sum(flips) == 1 + 4  # the 4 val images
+    # The multi-scale test resizes the input: an export's fixed size cannot take it, said in
+    # one line naming the file, and nothing is written.
+    capsys.readouterr()
+    code = main(["predict", str(tmp_path / "exp" / "m.onnx"),
+                 str(blocks / "images" / "val" / "0.png"), "eval.tta=multiscale",
+                 "--out", str(tmp_path / "pred_ms")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "eval.tta=multiscale" in err and "m.onnx" in err and "eval.tta=flip" in err
+    assert not (tmp_path / "pred_ms" / "masks").exists()
 
 
 def test_folder_without_splits_holds_out_val(tmp_path):

@@ -1,13 +1,15 @@
-"""Test-time augmentation of dense predictions: the image and its mirror image."""
+"""Test-time augmentation of dense predictions: the image and its mirror image, at one or more
+input scales."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["flip_average_logits", "flip_blend_disparity"]
+__all__ = ["flip_average_logits", "flip_blend_disparity", "multiscale_average_logits"]
 
 
 def flip_average_logits(
@@ -22,6 +24,54 @@ def flip_average_logits(
     mirrored = net(images.flip(-1))[key].float().flip(-1)
     mean = (outputs[key].float().softmax(1) + mirrored.softmax(1)) / 2
     # The smallest normal float32 keeps log() finite where both passes are certain.
+    outputs[key] = mean.clamp_min(torch.finfo(torch.float32).tiny).log()
+    return outputs
+
+
+def multiscale_average_logits(
+    net: Callable[[Tensor], Mapping[str, Tensor]],
+    images: Tensor,
+    scales: Sequence[float],
+    key: str = "logits",
+    stride: int = 32,
+) -> dict[str, Tensor]:
+    """mmseg's multi-scale flip test: ``images`` (B, C, H, W) resized bilinearly by each factor
+    in ``scales``, each size and its mirror image through ``net``; each pass's logits resized
+    back to (H, W), turned into class probabilities and averaged; ``outputs[key]`` is the log of
+    that mean (logits again, as in ``flip_average_logits``, which scales ``[1.0]`` reproduce).
+    A resized input is padded at the bottom and right to a multiple of ``stride`` (what a
+    U-Net's skips need) and its logits cropped before resizing back. Other outputs: the plain
+    pass's at the input size. Costs 2 x sum(s**2) forward passes' worth of pixels."""
+    scales = [float(s) for s in scales]
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"multi-scale test needs positive scales; got {scales}")
+    height, width = images.shape[-2:]
+    outputs = dict(net(images))
+    total = None
+    for scale in scales:
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        x = images
+        if (h, w) != (height, width):
+            # Antialiased below 1: a plain bilinear shrink aliases thin structures (poles).
+            x = F.interpolate(
+                images, size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1
+            )
+        for mirror in (False, True):
+            view = x.flip(-1) if mirror else x
+            if (h, w) != (height, width):
+                view = F.pad(view, (0, -w % stride, 0, -h % stride))
+                logits = net(view)[key].float()[..., :h, :w]
+            else:  # the input's own size, as given (a letterboxed input is already padded)
+                logits = net(view)[key].float() if mirror else outputs[key].float()
+            if mirror:
+                logits = logits.flip(-1)
+            if (h, w) != (height, width):
+                logits = F.interpolate(
+                    logits, size=(height, width), mode="bilinear", align_corners=False
+                )
+            probs = logits.softmax(1)
+            total = probs if total is None else total + probs
+    mean = total / (2 * len(scales))
     outputs[key] = mean.clamp_min(torch.finfo(torch.float32).tiny).log()
     return outputs
 

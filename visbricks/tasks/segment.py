@@ -32,7 +32,7 @@ from ..data.segmentation import class_pixel_counts, median_frequency_weights
 from ..errors import ConfigError, DataError
 from ..metrics.segmentation import IGNORE_INDEX, SegmentationEvaluator
 from ..models.seg_losses import SegmentationLoss
-from ..ops.tta import flip_average_logits
+from ..ops.tta import flip_average_logits, multiscale_average_logits
 from ..registry import TASKS
 from .base import Task
 from .roles.masks import (
@@ -87,10 +87,41 @@ class SegmentTask(MaskData, MaskPredictor, Task):
 
     # ---- evaluation ---------------------------------------------------------------------------
     def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
-        """``eval.tta: flip``: the mean class probabilities of the image and its mirror."""
-        if self.cfg.eval.tta == "flip":
+        """``eval.tta: flip``: the mean class probabilities of the image and its mirror;
+        ``multiscale``: the same over the input resized by each of ``eval.tta_scales``."""
+        tta = self.cfg.eval.tta
+        if tta == "flip":
             return flip_average_logits(model, images)
+        if tta == "multiscale":
+            if getattr(model, "is_runtime", False):
+                # An exported graph takes one input size (runtime.py checks it per call).
+                raise ConfigError(
+                    f"eval.tta=multiscale runs the network at other input sizes; "
+                    f"{getattr(model, 'path', 'an exported model')} takes only its export "
+                    "size: predict with the run's weights, or use eval.tta=flip"
+                )
+            # The input was letterboxed at the largest scale (eval_size): every pass resizes it
+            # down, never up, so each scale sees the photo's detail as mmseg's resize of the
+            # original image does (upscaling an img_size input gained nothing on CamVid).
+            largest = max(self._tta_scales())
+            return multiscale_average_logits(
+                model, images, [s / largest for s in self._tta_scales()]
+            )
         return model(images)
+
+    def _tta_scales(self) -> list[float]:
+        scales = [float(s) for s in self.cfg.eval.tta_scales]
+        if not scales:
+            raise ConfigError("eval.tta=multiscale needs at least one of eval.tta_scales")
+        return scales
+
+    @property
+    def eval_size(self) -> tuple[int, int]:
+        """``eval.tta: multiscale``: img_size times the largest of ``eval.tta_scales``."""
+        if self.cfg.eval.tta != "multiscale":
+            return self.img_size
+        largest = max(self._tta_scales())
+        return tuple(max(1, round(side * largest)) for side in self.img_size)
 
     def evaluator(self, dataset: Dataset, split: str = "val") -> SegmentationEvaluator:
         return SegmentationEvaluator(

@@ -153,10 +153,17 @@ class MaskData(DataRole):
         ``img_size``, the cheaper figure, not comparable with published numbers."""
         return str(self.cfg.eval.resolution)
 
+    @property
+    def eval_size(self) -> tuple[int, int]:
+        """(height, width) an image is letterboxed to for evaluation and ``predict``: img_size,
+        unless a test-time augmentation needs a larger input to resize from."""
+        return self.img_size
+
     def _dataset(self, split: str, train: bool) -> SegmentationDataset:
         d = self.cfg.data
         transform = build_segmentation_transforms(
-            self.img_size, train, dict(d.aug), mean=self.mean, std=self.std
+            self.img_size if train else self.eval_size, train, dict(d.aug), mean=self.mean,
+            std=self.std,
         )
         ds = self._read(split)
         if list(ds.classes) != list(self.classes):
@@ -252,7 +259,7 @@ class MaskPredictor(PredictorRole):
             )
         if self._eval_transform is None:
             self._eval_transform = build_segmentation_transforms(
-                self.img_size, False, dict(self.cfg.data.aug), mean=self.mean, std=self.std
+                self.eval_size, False, dict(self.cfg.data.aug), mean=self.mean, std=self.std
             )
         from torchvision import tv_tensors
 
