@@ -202,3 +202,19 @@ def test_folder_without_splits_holds_out_val(tmp_path):
     val = {r.file for r in data.val.records}
     assert len(train) == 8 and len(val) == 2 and not train & val
     assert task.classes == ["background", "disc", "bar"]
+
+
+def test_multiscale_eval_letterboxes_larger_but_leaves_the_training_loss_alone(blocks, tmp_path):
+    """eval.tta=multiscale letterboxes val images at img_size x the largest scale; the
+    median-frequency class weights (counted on the training masks) stay those of img_size."""
+    plain = build_task(_config(blocks, tmp_path, "loss.class_weights=median_freq"))
+    multi = build_task(
+        _config(blocks, tmp_path, "loss.class_weights=median_freq", "eval.tta=multiscale")
+    )
+    torch.testing.assert_close(
+        multi.criterion.class_weights, plain.criterion.class_weights, rtol=0, atol=0
+    )
+    assert multi.eval_size == (56, 56)  # 32 x 1.75
+    data = multi.build_data()
+    assert data.val[0]["image"].shape[-2:] == (56, 56)
+    assert data.train[0]["image"].shape[-2:] == (32, 32)

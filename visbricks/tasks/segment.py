@@ -72,7 +72,10 @@ class SegmentTask(MaskData, MaskPredictor, Task):
             loss = self.cfg.loss
             weights = loss.class_weights
             if weights == "median_freq":
-                counts = class_pixel_counts(self._dataset("train", False), limit=500)
+                # At img_size, whatever eval.tta letterboxes to: an evaluation option must not
+                # change the training loss.
+                train = self._dataset("train", False, size=self.img_size)
+                counts = class_pixel_counts(train, limit=500)
                 weights = median_frequency_weights(counts)
             elif isinstance(weights, str):
                 raise ConfigError(

@@ -159,11 +159,15 @@ class MaskData(DataRole):
         unless a test-time augmentation needs a larger input to resize from."""
         return self.img_size
 
-    def _dataset(self, split: str, train: bool) -> SegmentationDataset:
+    def _dataset(
+        self, split: str, train: bool, size: tuple[int, int] | None = None
+    ) -> SegmentationDataset:
+        """``split`` with training augmentation (``train``) or the evaluation letterbox, at
+        ``size`` (default: img_size for training, eval_size for evaluation)."""
         d = self.cfg.data
+        size = size or (self.img_size if train else self.eval_size)
         transform = build_segmentation_transforms(
-            self.img_size if train else self.eval_size, train, dict(d.aug), mean=self.mean,
-            std=self.std,
+            size, train, dict(d.aug), mean=self.mean, std=self.std
         )
         ds = self._read(split)
         if list(ds.classes) != list(self.classes):
