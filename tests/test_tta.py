@@ -128,9 +128,8 @@ def test_segment_task_multiscale_uses_the_configured_scales() -> None:
     with torch.no_grad():
         want = multiscale_average_logits(net, big[None], [0.5, 1.0])["logits"]
         torch.testing.assert_close(double.infer(net, big[None])["logits"], want)
-    empty = build_task(load_config("segment", ["eval.tta=multiscale", "eval.tta_scales=[]"]))
     with pytest.raises(ConfigError, match="eval.tta_scales"):
-        empty.infer(net, x)
+        build_task(load_config("segment", ["eval.tta=multiscale", "eval.tta_scales=[]"]))
     with pytest.raises(ConfigError, match="eval.tta_scales"):
         load_config("segment", ["eval.tta_scales=[0]"])
 

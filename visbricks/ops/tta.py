@@ -19,13 +19,9 @@ def flip_average_logits(
     logits (B, K, H, W), replaced by the log of the mean class probabilities of the image and of
     its horizontal mirror, mirrored back: mmseg's flip test, which averages probabilities. Log
     probabilities are logits again (their softmax is that mean), so losses, argmax and
-    resizing downstream need no second path. Costs a second forward pass."""
-    outputs = dict(net(images))
-    mirrored = net(images.flip(-1))[key].float().flip(-1)
-    mean = (outputs[key].float().softmax(1) + mirrored.softmax(1)) / 2
-    # The smallest normal float32 keeps log() finite where both passes are certain.
-    outputs[key] = mean.clamp_min(torch.finfo(torch.float32).tiny).log()
-    return outputs
+    resizing downstream need no second path. Costs a second forward pass: the multi-scale
+    test at the input's own size only."""
+    return multiscale_average_logits(net, images, [1.0], key)
 
 
 def multiscale_average_logits(
@@ -50,28 +46,31 @@ def multiscale_average_logits(
     total = None
     for scale in scales:
         h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        resized = (h, w) != (height, width)
         x = images
-        if (h, w) != (height, width):
+        if resized:
             # Antialiased below 1: a plain bilinear shrink aliases thin structures (poles).
             x = F.interpolate(
                 images, size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1
             )
         for mirror in (False, True):
-            view = x.flip(-1) if mirror else x
-            if (h, w) != (height, width):
-                view = F.pad(view, (0, -w % stride, 0, -h % stride))
+            if not resized and not mirror:
+                logits = outputs[key].float()  # the plain pass, already run
+            else:
+                view = x.flip(-1) if mirror else x
+                # The input's own size is used as given (a letterboxed input is padded already).
+                view = F.pad(view, (0, -w % stride, 0, -h % stride)) if resized else view
                 logits = net(view)[key].float()[..., :h, :w]
-            else:  # the input's own size, as given (a letterboxed input is already padded)
-                logits = net(view)[key].float() if mirror else outputs[key].float()
             if mirror:
                 logits = logits.flip(-1)
-            if (h, w) != (height, width):
+            if resized:
                 logits = F.interpolate(
                     logits, size=(height, width), mode="bilinear", align_corners=False
                 )
             probs = logits.softmax(1)
             total = probs if total is None else total + probs
     mean = total / (2 * len(scales))
+    # The smallest normal float32 keeps log() finite where every pass is certain.
     outputs[key] = mean.clamp_min(torch.finfo(torch.float32).tiny).log()
     return outputs
 

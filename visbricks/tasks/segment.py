@@ -61,6 +61,17 @@ class SegmentTask(MaskData, MaskPredictor, Task):
         self._sets: dict[str, SegmentationSet] = {}
         self._criterion: SegmentationLoss | None = None
         self._eval_transform = None
+        # eval.tta=multiscale: the passes' input scales relative to the letterbox (eval_size),
+        # which is at the largest one; checked here so a bad list fails before any work.
+        self._tta_factors: list[float] = []
+        self._eval_size = self.img_size
+        if cfg.eval.tta == "multiscale":
+            scales = [float(s) for s in cfg.eval.tta_scales]
+            if not scales:
+                raise ConfigError("eval.tta=multiscale needs at least one of eval.tta_scales")
+            self._tta_factors = [s / max(scales) for s in scales]
+            h, w = self.img_size
+            self._eval_size = (max(1, round(h * max(scales))), max(1, round(w * max(scales))))
 
     # ---- model and loss -----------------------------------------------------------------------
     def build_head(self, in_channels: list[int], strides: list[int]) -> nn.Module:
@@ -106,25 +117,13 @@ class SegmentTask(MaskData, MaskPredictor, Task):
             # The input was letterboxed at the largest scale (eval_size): every pass resizes it
             # down, never up, so each scale sees the photo's detail as mmseg's resize of the
             # original image does (upscaling an img_size input gained nothing on CamVid).
-            largest = max(self._tta_scales())
-            return multiscale_average_logits(
-                model, images, [s / largest for s in self._tta_scales()]
-            )
+            return multiscale_average_logits(model, images, self._tta_factors)
         return model(images)
-
-    def _tta_scales(self) -> list[float]:
-        scales = [float(s) for s in self.cfg.eval.tta_scales]
-        if not scales:
-            raise ConfigError("eval.tta=multiscale needs at least one of eval.tta_scales")
-        return scales
 
     @property
     def eval_size(self) -> tuple[int, int]:
-        """``eval.tta: multiscale``: img_size times the largest of ``eval.tta_scales``."""
-        if self.cfg.eval.tta != "multiscale":
-            return self.img_size
-        largest = max(self._tta_scales())
-        return tuple(max(1, round(side * largest)) for side in self.img_size)
+        """img_size, or with ``eval.tta: multiscale`` img_size times the largest scale."""
+        return self._eval_size
 
     def evaluator(self, dataset: Dataset, split: str = "val") -> SegmentationEvaluator:
         return SegmentationEvaluator(
