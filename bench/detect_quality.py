@@ -99,18 +99,28 @@ def loop_precision(cfg, device):
 
 def train_ours(cfg, budget: float, seed: int) -> tuple[float, int]:
     """(VOC mAP@0.5 on val, steps) of the preset's model trained for ``budget`` seconds with
-    the preset's recipe and the Trainer's ``auto`` precision and memory layout."""
+    the preset's recipe and the Trainer's ``auto`` precision and memory layout: in fp32 on a CPU
+    the layout the Trainer measures faster on this model (engine/layout.py), the probe's seconds
+    counted in the budget as the Trainer counts them in ``train.time``."""
+    from visbricks.engine.layout import choose_channels_last, layout_probe_applies
     from visbricks.engine.precision import resolve_channels_last, select_device, to_float32
 
     task = build_task(cfg)
     data = task.build_data()  # generates the shapes data on first use
     device = select_device(cfg.device)
     precision = loop_precision(cfg, device)
-    channels_last = resolve_channels_last(cfg.model.channels_last, device, precision)
     train = DataLoader(data.train, batch_size=cfg.batch_size, collate_fn=data.collate_fn)
     val = DataLoader(data.val, batch_size=cfg.batch_size, collate_fn=data.collate_fn)
     torch.manual_seed(seed)
     model = task.build_model().to(device)
+    if layout_probe_applies(cfg, device):
+        tick = time.time()
+        choice = choose_channels_last(cfg, model, data, task, device, cfg.batch_size)
+        print(f"  ours: {choice.describe()}", flush=True)
+        channels_last = choice.channels_last
+        budget -= time.time() - tick
+    else:
+        channels_last = resolve_channels_last(cfg.model.channels_last, device, precision)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()

@@ -25,7 +25,9 @@ image size (128), for each budget in turn, one after the other:
 - ours: the preset's recipe (AdamW, preset lr, warm-up then cosine over the budget;
   ``bench/detect_quality.train_ours``) on the preset's augmented batches, in the Trainer's
   ``auto`` precision and layout (bf16 + channels-last on a CPU with native bf16), or in fp32
-  with ``--amp fp32`` (what a CPU without native bf16 gets).
+  with ``--amp fp32`` (what a CPU without native bf16 gets), where the layout is the one the
+  Trainer times faster on this model (engine/layout.py; the probe's seconds come out of the
+  budget).
 
 What is compared (raccoon): a real-photo comparison, ours from scratch vs ours from ImageNet
 vs YOLO26n from scratch. The raccoon photos of ``bench/real_detect.py`` (labelImg VOC XML; its
