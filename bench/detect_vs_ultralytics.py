@@ -22,12 +22,17 @@ image size (128), for each budget in turn, one after the other:
   threads to ``min(8, cores - 1)`` (``utils/torch_utils.select_device``): the threads each side
   ran with are printed and recorded. ``--yolo-threads N`` overrides that constant (both sides then
   compute on the same cores; its loader workers still run beside them).
-- ours: the preset's recipe (AdamW, preset lr, warm-up then cosine over the budget;
-  ``bench/detect_quality.train_ours``) on the preset's augmented batches, in the Trainer's
-  ``auto`` precision and layout (bf16 + channels-last on a CPU with native bf16), or in fp32
-  with ``--amp fp32`` (what a CPU without native bf16 gets), where the layout is the one the
-  Trainer times faster on this model (engine/layout.py; the probe's seconds come out of the
-  budget).
+- ours: the demo as a user runs it, in a fresh process: ``visbricks train detect-shapes
+  train.time=BUDGET`` on the converted copy (``data.root=.../yolo/data.yaml data.synth=null``),
+  the preset's recipe otherwise (AdamW with no decay on norms and biases, warm-up then cosine
+  laid over the budget, its augmentation and loader workers), in the Trainer's ``auto``
+  precision and layout (bf16 + channels-last on a CPU with native bf16) or, with ``--amp
+  fp32``, in fp32 (what a CPU without native bf16 gets) in the layout the Trainer times faster
+  on this model (engine/layout.py). The budget is the Trainer's ``train.time`` clock, which also
+  pays for its probes and the one validation after the last step (see raccoon below). Until
+  2026-12-06 this side was a hand-written loop (``bench/detect_quality.train_ours``, still the
+  torchvision comparison's) with torch's default AdamW and in-process loading; README rows
+  before that date were measured with it.
 
 What is compared (raccoon): a real-photo comparison, ours from scratch vs ours from ImageNet
 vs YOLO26n from scratch. The raccoon photos of ``bench/real_detect.py`` (labelImg VOC XML; its
@@ -320,45 +325,26 @@ class Bench:
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def run_ours(self, budget: float) -> dict:
-        import torch
-        from detect_quality import loop_precision, train_ours  # the shared recipe
-
-        start = time.time()
-        map50, steps = train_ours(self.cfg, budget, self.args.seed)
-        return self.record(
-            OURS,
-            budget,
-            map50=map50,
-            amp=loop_precision(self.cfg, self.device).mode,
-            amp_requested=self.args.amp,
-            steps=steps,
-            images=steps * self.cfg.batch_size,
-            train_images=self.train_images,
-            train_s=budget,  # train_for stops at the first step past the budget
-            wall_s=time.time() - start,
-            batch_size=self.cfg.batch_size,
-            torch_threads=torch.get_num_threads(),
-            overrides=os.environ.get("VISBRICKS_OVERRIDES", ""),  # e.g. loss.assigner=atss
-        )
-
-    def run_ours_cli(self, side: str, budget: float, data_yaml: Path) -> dict | None:
-        """``visbricks train detect data=DATA_YAML train.time=BUDGET`` with real_detect's model
-        and recipe, from scratch (``ours``) or from the ImageNet file (``ours-imagenet``), in a
-        fresh process as a user types it; scored by its validation after the last step."""
+    def run_ours(self, side: str, budget: float, data_yaml: Path) -> dict | None:
+        """Ours as a user types it, in a fresh process: on shapes ``visbricks train
+        detect-shapes train.time=BUDGET`` on the converted copy (``data.root=DATA_YAML``, the
+        generator off); on raccoon ``visbricks train detect data=DATA_YAML train.time=BUDGET``
+        with real_detect's model and recipe, from scratch (``ours``) or from the ImageNet file
+        (``ours-imagenet``). Scored by its validation after the last step."""
         import torch
         from real_detect import DETECT_ARGS, MODEL_ARGS, WEIGHTS, pretrained_args, visbricks
 
         args = self.args
         weights = WEIGHTS if side == OURS_IMAGENET else None
+        if self.common["data"] == "raccoon":
+            recipe = ["detect", f"data={data_yaml}", *MODEL_ARGS, *DETECT_ARGS]
+            recipe += pretrained_args(weights)
+        else:
+            recipe = ["detect-shapes", f"data.root={data_yaml}", "data.synth=null"]
         start = time.time()
         done = visbricks(
             "train",
-            "detect",
-            f"data={data_yaml}",
-            *MODEL_ARGS,
-            *DETECT_ARGS,
-            *pretrained_args(weights),
+            *recipe,
             f"train.time={budget:g}",
             f"train.amp={args.amp}",
             f"train.val_every={VAL_ONLY_AT_END}",
@@ -631,8 +617,7 @@ def main() -> int:
         "--workers",
         type=int,
         default=None,
-        help="loader worker processes of Ultralytics and of ours on raccoon (default: each "
-        "side's own; ours on shapes always loads in its training process)",
+        help="loader worker processes of Ultralytics and of ours (default: each side's own)",
     )
     p.add_argument(
         "--quick",
@@ -702,10 +687,8 @@ def main() -> int:
         for side in sides:
             if side not in OUR_SIDES:
                 r = bench.run_yolo(side, budget, data_yaml)
-            elif args.data == "raccoon":
-                r = bench.run_ours_cli(side, budget, ours_yaml)
             else:
-                r = bench.run_ours(budget)
+                r = bench.run_ours(side, budget, ours_yaml)
             if r is None:
                 return 1
             print(describe(r), flush=True)
