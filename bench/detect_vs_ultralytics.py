@@ -79,7 +79,8 @@ Trainer's budget clock), and ours / the better peer (shapes goals: >= 1.5 at 300
 600 s, >= 1.0 at 1,800 s). ``--only`` runs a single side (each can then be run
 alone on an idle machine); ``--json PATH`` appends every result as one JSON line (model, budget,
 precision, mAP, steps, epochs, images/s, seconds, CPU model, torch threads, our
-``$VISBRICKS_OVERRIDES``, ...), and ``--table PATH`` prints the combined table of such a file, one
+``$VISBRICKS_OVERRIDES``, ours' ``how``: ``visbricks train``, absent on the old loop's records,
+...), and ``--table PATH`` prints the combined table of such a file, one
 per data set (each record's ``data``: shapes, raccoon or a given path; records without it are
 shapes), a later result of the same data, model, budget, precision, overrides and CPU replacing an
 earlier one. ``--quick`` checks the plumbing: 20 s budgets (shapes: on 64/16 generated images;
@@ -383,6 +384,8 @@ class Bench:
             batch_size=self.cfg.batch_size,
             torch_threads=torch.get_num_threads(),  # the same environment as the child's
             run_dir=str(run_dir),
+            # Shapes records from before 2026-12-06 have no "how": a hand-written loop trained them.
+            how="visbricks train",
             overrides=os.environ.get("VISBRICKS_OVERRIDES", ""),  # the child inherits them
         )
 
