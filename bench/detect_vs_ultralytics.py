@@ -74,8 +74,8 @@ better of the two — the figure least favourable to us.
 Output. One line per side and budget as it finishes, then a table with one row per budget (and
 our precision): VOC mAP@0.5, training steps (batches: ours one AdamW step per batch of 16;
 Ultralytics batch 16, its optimizer stepping every 64 images once warm), epochs (images trained /
-training images) and training images/s of each side (ours on raccoon: per second of the
-Trainer's budget clock), and ours / the better peer (shapes goals: >= 1.5 at 300 s, >= 1.2 at
+training images) and training images/s of each side (ours: per second of the Trainer's
+budget clock), and ours / the better peer (shapes goals: >= 1.5 at 300 s, >= 1.2 at
 600 s, >= 1.0 at 1,800 s). ``--only`` runs a single side (each can then be run
 alone on an idle machine); ``--json PATH`` appends every result as one JSON line (model, budget,
 precision, mAP, steps, epochs, images/s, seconds, CPU model, torch threads, our
@@ -133,7 +133,7 @@ MODES = {
     "raccoon": {"budgets": "600", "models": "yolo26n", "ours": OUR_SIDES},
 }
 GOALS = {300.0: 1.5, 600.0: 1.2, 1800.0: 1.0}  # shapes: ours / the better peer (issue 23)
-# Ours on raccoon validates only after its last epoch (Ultralytics: val=False) and draws no plots.
+# Ours validates only after its last epoch (Ultralytics: val=False) and draws no plots.
 VAL_ONLY_AT_END = 1_000_000
 CONF, NMS_IOU, MAX_DET = 0.001, 0.7, 300  # YOLO's usual evaluation settings
 
