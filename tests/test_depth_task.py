@@ -106,6 +106,49 @@ def test_depth_starts_mid_range_and_fixed_scale_pins_the_mean_disparity():
             torch.testing.assert_close(disp.mean((2, 3)), torch.full((2, 1), init), msg=str(s))
 
 
+def test_fixed_scale_over_the_batch_pins_the_batch_mean_and_evaluates_with_its_running_mean():
+    from visbricks.errors import ConfigError
+    from visbricks.models.blocks import output_conv
+    from visbricks.models.depth import DepthModel
+
+    torch.manual_seed(0)
+    model = DepthModel("resnet18", "mobilenet_v3_small", fixed_scale=True, fixed_scale_over="batch")
+    decoder = model.depth_decoder
+    init = decoder.init_disp
+    # Two images of different content: the far half of the batch dark, the near half bright.
+    images = torch.cat([torch.full((1, 3, 64, 128), -1.0), torch.full((1, 3, 64, 128), 1.0)])
+    images = images + 0.3 * torch.randn_like(images)
+    for head in decoder.decoder.predict.values():  # the raw output: mean disparity ≠ init
+        output_conv(head).bias.data.add_(1.0)
+    model.train()
+    with torch.no_grad():
+        out = model(images)
+    for s, disp in out.items():
+        # The batch's mean is pinned, each image's is free (the per-image pin forces both).
+        assert disp.mean().item() == pytest.approx(init, rel=1e-4), s
+    means = out[("disp", 0)].mean((1, 2, 3))
+    assert abs(means[0] - means[1]).item() > 1e-3 * init
+    # Evaluation divides by the running mean, so an image's output does not depend on the rest
+    # of the batch, and it equals the raw sigmoid scaled by init / running_mean.
+    running = decoder.running_mean.clone()
+    assert not torch.allclose(running, torch.full_like(running, init))  # it moved toward the raw
+    model.eval()
+    with torch.no_grad():
+        alone = model(images[:1])[("disp", 0)]
+        together = model(images)[("disp", 0)][:1]
+        raw = torch.sigmoid(decoder.decoder(model.depth_encoder(images[:1]))[0])
+    torch.testing.assert_close(alone, together)
+    torch.testing.assert_close(alone, (raw * init / running[0]).clamp(max=1))
+    torch.testing.assert_close(decoder.running_mean, running)  # eval leaves it alone
+    # It is saved with the weights (a per-image model has no such buffer).
+    assert "depth_decoder.running_mean" in model.state_dict()
+    per_image = DepthModel("resnet18", "mobilenet_v3_small", fixed_scale=True)
+    assert "depth_decoder.running_mean" not in per_image.state_dict()
+    with pytest.raises(ConfigError, match="fixed_scale_over"):
+        load_config("depth-driving", ["model.fixed_scale_over=pixel"])
+    assert load_config("depth-driving").model.fixed_scale_over == "batch"
+
+
 class _PairProbe(nn.Module):
     """Depth: a constant disparity. Pose: translation = mean(first frame) - mean(second frame),
     so the order in which the task stacks a pair is visible in the output."""

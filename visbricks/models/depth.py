@@ -57,6 +57,7 @@ class DepthModel(nn.Module):
         min_depth: float = 0.1,
         max_depth: float = 100.0,
         fixed_scale: bool = False,
+        fixed_scale_over: str = "image",
         head_args: dict | None = None,
         backbone_args: dict | None = None,
     ) -> None:
@@ -79,6 +80,7 @@ class DepthModel(nn.Module):
             scales=scales,
             init_disp=init_disp,
             fixed_scale=fixed_scale,
+            fixed_scale_over=fixed_scale_over,
         )
         # Two frames stacked on channels: the pose net sees both views at every layer.
         self.pose_encoder = build_backbone(pose_backbone or backbone, in_channels=2 * in_channels)

@@ -36,6 +36,14 @@ class DepthDecoder(nn.Module):
     disparity is bounded in [0, 1], a pinned mean also bounds how much of the image can be near.
     (Pinning the mean *logit* instead does not: the net then made most pixels near and a few
     extremely far, worse than the constant baseline after one epoch.)
+
+    ``fixed_scale_over="batch"`` pins the mean of the whole batch instead, and evaluation divides
+    by a running mean of those batch means (as BatchNorm does), one per scale. A per-image pin
+    forces every image to the same mean disparity, so a frame with a car a few metres away, whose
+    true mean disparity is far higher, must push some of its pixels farther to keep the mean;
+    over the batch, an image's mean follows its content and the unobservable scale is still
+    removed. On the generated streets, side by side: abs_rel 0.273 -> 0.208 in 510 s and
+    0.200 -> 0.164 in the preset's 1,020 s (README, depth section).
     """
 
     output_stride = 1  # ("disp", 0) is at the input size; its keys depend on ``scales``
@@ -48,6 +56,7 @@ class DepthDecoder(nn.Module):
         channels: tuple[int, ...] = (16, 32, 64, 128, 256),
         init_disp: float = 0.5,
         fixed_scale: bool = False,
+        fixed_scale_over: str = "image",
         block: str = "conv",
         block_args: dict | None = None,
         attention: str | None = None,
@@ -57,6 +66,11 @@ class DepthDecoder(nn.Module):
         self.init_disp = init_disp
         self.init_logit = math.log(init_disp / (1 - init_disp))
         self.fixed_scale = fixed_scale
+        if fixed_scale_over not in ("image", "batch"):
+            raise ConfigError(
+                f"model.fixed_scale_over must be 'image' or 'batch', got {fixed_scale_over!r}"
+            )
+        self.fixed_scale_over = fixed_scale_over
         if strides[-1] != 2 ** (len(channels)):
             raise ConfigError(
                 f"depth decoder needs an encoder whose last stride is {2 ** len(channels)}, "
@@ -79,6 +93,9 @@ class DepthDecoder(nn.Module):
         )
         for conv in self.decoder.predict.values():
             nn.init.constant_(output_conv(conv).bias, self.init_logit)
+        if fixed_scale and fixed_scale_over == "batch":
+            # Index s: the batch-mean disparity at 1/2**s of the input, what evaluation divides by.
+            self.register_buffer("running_mean", torch.full((scales,), float(init_disp)))
 
     def forward(self, features: list[Tensor]) -> dict:
         outputs = {}
@@ -86,10 +103,21 @@ class DepthDecoder(nn.Module):
         # Coarsest first, the order the scales were always listed in.
         for stride, logit in reversed(list(zip(self.decoder.strides, disps))):
             disp = torch.sigmoid(logit)
+            scale = int(math.log2(stride))
             if self.fixed_scale:
-                # The floor keeps the division's gradient (~1 / mean**2) finite when all of
-                # a coarse scale's disparities collapse towards 0 (NaN gradients otherwise).
-                mean = disp.mean((2, 3), keepdim=True).clamp(min=1e-4)
-                disp = (disp * (self.init_disp / mean)).clamp(max=1)
-            outputs[("disp", int(math.log2(stride)))] = disp
+                disp = (disp * (self.init_disp / self._pinned_mean(disp, scale))).clamp(max=1)
+            outputs[("disp", scale)] = disp
         return outputs
+
+    def _pinned_mean(self, disp: Tensor, scale: int) -> Tensor:
+        """The mean that ``disp`` is divided by: per image, or the batch's (running at eval)."""
+        if self.fixed_scale_over == "image":
+            # The floor keeps the division's gradient (~1 / mean**2) finite when all of
+            # a coarse scale's disparities collapse towards 0 (NaN gradients otherwise).
+            return disp.mean((2, 3), keepdim=True).clamp(min=1e-4)
+        if not self.training:
+            return self.running_mean[scale].to(disp.dtype)
+        mean = disp.float().mean().clamp(min=1e-4)
+        with torch.no_grad():
+            self.running_mean[scale].lerp_(mean.detach(), 0.1)  # BatchNorm's momentum
+        return mean.to(disp.dtype)

@@ -137,6 +137,7 @@ class DepthModelRole(ModelRole):
                 self.min_depth,
                 self.max_depth,
                 m.fixed_scale,
+                m.fixed_scale_over,
                 head_args=dict(m.get("head_args") or {}),
                 backbone_args=dict(m.get("backbone_args") or {}),
             )
