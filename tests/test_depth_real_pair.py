@@ -81,6 +81,9 @@ def test_trained_on_synthetic_streets_the_real_road_is_nearer_than_the_centre(tm
             "model.pretrained=null",
             "model.backbone=mobilenet_v3_small",
             "model.head_args={channels: [8, 16, 32, 64, 128]}",
+            # The preset's stride-2 skip made this short one-scale run collapse to a
+            # constant depth (bottom/centre 1.0); the recipe measured here has none.
+            "model.backbone_args={}",
             "model.min_depth=0.001",
             "model.max_depth=1",
             "loss.scales=1",
