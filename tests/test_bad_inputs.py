@@ -61,6 +61,7 @@ def voc_root(tmp_path_factory) -> Path:
         ("batch_size=0", "batch_size", "[1, inf)"),
         ("train.ema_decay=-0.5", "train.ema_decay", "[0, 1)"),
         ("train.ema_decay=1.0", "train.ema_decay", "[0, 1)"),
+        ("train.ema_tau=0", "train.ema_tau", "(0, inf)"),
         ("train.accumulate=-2", "train.accumulate", "[1, inf)"),
         ("loss.label_smoothing=-0.1", "loss.label_smoothing", "[0, 1)"),
         ("loss.label_smoothing=1.5", "loss.label_smoothing", "[0, 1)"),

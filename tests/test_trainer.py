@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import yaml
 from conftest import tiny_config, write_colour_folder
 from visbricks.cli import run_training
 from visbricks.config import load_config
+from visbricks.engine.ema import ModelEMA
 from visbricks.engine.trainer import Trainer
 from visbricks.errors import TrainingDiverged
 from visbricks.tasks import build_task
@@ -55,6 +57,25 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, colours):
     with open(resumed.run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_ema_tau_sets_how_fast_the_average_ramps_up(tmp_path, colours):
+    # The recursion written out independently for a one-weight model whose weight is the step.
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    ema = ModelEMA(model, decay=0.9, tau=5.0)
+    expected = 0.0
+    for step in range(1, 21):
+        model.weight.data.fill_(float(step))
+        ema.update(model)
+        d = 0.9 * (1 - math.exp(-step / 5.0))
+        expected = d * expected + (1 - d) * step
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    # The key reaches the Trainer's average (2,000 steps, YOLOv5's, when not set).
+    cfg = tiny_config(colours, tmp_path / "t", "train.ema=true", "train.ema_tau=50")
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task=task)
+    assert trainer.ema.tau == 50.0
 
 
 def test_freeze_keeps_params_out_of_optimizer_and_bn_statistics_fixed(tmp_path, colours):

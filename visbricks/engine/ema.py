@@ -12,8 +12,11 @@ from torch import nn
 class ModelEMA:
     """ema = d·ema + (1−d)·model after every optimizer step.
 
-    The decay ramps up as ``decay·(1 − exp(−updates/2000))`` so the average is not dominated by
-    the random initialisation early on (YOLOv5/timm practice). Buffers (BN statistics) are copied.
+    The decay ramps up as ``decay·(1 − exp(−updates/tau))`` so the average is not dominated by
+    the random initialisation early on (YOLOv5/timm practice, tau = 2,000 steps). That ramp is
+    slow for a short run: after 2,000 steps d is 0.63, an average over ~3 steps, so
+    ``train.ema_tau`` sizes it to the run. Floating-point buffers (BN statistics) are averaged
+    too, integer ones copied.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9998, tau: float = 2000.0) -> None:

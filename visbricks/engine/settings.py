@@ -39,6 +39,7 @@ class TrainSettings:
     log_every: float
     ema: bool
     ema_decay: float
+    ema_tau: float
     val_every: int
     metric: str  # the metric that picks best.safetensors (train.metric or the task's)
     metric_mode: str  # "max" or "min"
@@ -73,6 +74,7 @@ class TrainSettings:
             log_every=t.log_every,
             ema=bool(t.ema),
             ema_decay=t.ema_decay,
+            ema_tau=float(t.ema_tau),
             val_every=int(t.val_every),
             metric=t.metric or task_metric,
             metric_mode=metric_mode(t.metric, t.metric_mode, task_metric, task_mode),

@@ -162,7 +162,7 @@ class Trainer:
             for e in range(1, ckpt["epoch"]):
                 self._apply_freeze(e, quiet=True)
         if s.ema:
-            self.ema = ModelEMA(self.model, s.ema_decay)
+            self.ema = ModelEMA(self.model, s.ema_decay, s.ema_tau)
         # train.time: the optimizer steps are planned to fit the budget (engine/budget.py).
         self.budget = TimeBudget(s.time, self.steps_per_epoch, s.val_every) if s.time else None
         if self.budget is not None:
