@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from visbricks.errors import ConfigError
 from visbricks.metrics.segmentation import SegmentationEvaluator, confusion_matrix
 from visbricks.models.seg_losses import SegmentationLoss
 
@@ -131,3 +132,62 @@ def test_dice_is_zero_for_perfect_prediction_and_float32_under_bf16():
     assert terms["loss"].dtype == torch.float32
     terms["loss"].backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def _jaccard_loss_of_set(wrong: list[int], fg: list[bool]) -> float:
+    """Δ_J of the paper: |M| / |{y = c} ∪ M| for the mispredicted pixel set M (0 for empty)."""
+    union = {i for i, f in enumerate(fg) if f} | set(wrong)
+    return len(wrong) / len(union) if union else 0.0
+
+
+def test_lovasz_equals_a_loop_over_the_extension_and_1_minus_iou_for_hard_predictions():
+    from visbricks.models.seg_losses import lovasz_softmax
+
+    g = torch.Generator().manual_seed(3)
+    prob = torch.randn(40, 4, generator=g).softmax(1).double()
+    labels = torch.randint(0, 3, (40,), generator=g)  # class 3 absent: not averaged
+    # The Lovász extension written as its definition: errors sorted in decreasing order, each
+    # weighted by the set function's increment when its pixel joins the mispredicted set.
+    expected = []
+    for c in range(3):
+        fg = (labels == c).tolist()
+        errors = [abs(float(f) - p) for f, p in zip(fg, prob[:, c].tolist(), strict=True)]
+        order = sorted(range(40), key=lambda i: -errors[i])
+        value, previous = 0.0, 0.0
+        for k in range(1, 41):
+            current = _jaccard_loss_of_set(order[:k], fg)
+            value += errors[order[k - 1]] * (current - previous)
+            previous = current
+        expected.append(value)
+    assert lovasz_softmax(prob, labels, 4).item() == pytest.approx(np.mean(expected), rel=1e-9)
+    # At a hard prediction the extension is the set function itself: mean over classes of 1 - IoU.
+    pred = torch.randint(0, 4, (40,), generator=g)
+    hard = torch.nn.functional.one_hot(pred, 4).double()
+    ious = [
+        ((pred == c) & (labels == c)).sum().item() / ((pred == c) | (labels == c)).sum().item()
+        for c in range(3)
+    ]
+    assert lovasz_softmax(hard, labels, 4).item() == pytest.approx(1 - np.mean(ious), rel=1e-9)
+
+
+def test_lovasz_alone_trains_logits_to_the_labels_and_ignores_void():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 12, 12), generator=g)
+    target[:, :2] = 255
+    logits = torch.zeros(2, 3, 12, 12, requires_grad=True)
+    loss_fn = SegmentationLoss(3, ce_weight=0.0, lovasz_weight=1.0)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    first = None
+    for _ in range(60):
+        terms = loss_fn(logits, target)
+        first = terms["lovasz"].item() if first is None else first
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    assert set(terms) == {"lovasz", "loss"} and terms["lovasz"].item() < 0.2 * first
+    valid = target != 255
+    assert (logits.argmax(1)[valid] == target[valid]).all()
+    # Void pixels get no gradient at all.
+    assert logits.grad[:, :, :2].abs().max().item() == 0.0
+    with pytest.raises(ConfigError, match="loss.lovasz_weight must be ≥ 0"):
+        SegmentationLoss(3, lovasz_weight=-1.0)
