@@ -149,6 +149,45 @@ def test_fixed_scale_over_the_batch_pins_the_batch_mean_and_evaluates_with_its_r
     assert load_config("depth-driving").model.fixed_scale_over == "batch"
 
 
+def test_fixed_scale_over_running_trains_at_the_running_mean_with_the_batch_gradient():
+    from visbricks.models.blocks import output_conv
+    from visbricks.models.depth import DepthModel
+
+    torch.manual_seed(0)
+    model = DepthModel(
+        "resnet18", "mobilenet_v3_small", fixed_scale=True, fixed_scale_over="running"
+    )
+    decoder = model.depth_decoder
+    init = decoder.init_disp
+    images = torch.randn(2, 3, 64, 128)
+    model.train()
+
+    def step(bias: float):
+        for head in decoder.decoder.predict.values():
+            output_conv(head).bias.data.fill_(decoder.init_logit + bias)
+        before = decoder.running_mean.clone()
+        raw = torch.sigmoid(decoder.decoder(model.depth_encoder(images))[0])
+        return before, raw, model(images)[("disp", 0)]
+
+    # The raw batch mean within 1.25x of the running mean: the output is the raw disparity over
+    # the running mean as it was before this step — evaluation's scale, not this batch's.
+    before, raw, out = step(0.1)
+    assert 1.0 < raw.mean().item() / before[0].item() < 1.25
+    torch.testing.assert_close(out, (raw * init / before[0]).clamp(max=1))
+    assert decoder.running_mean[0] > before[0]  # it still moves toward the batch's, as "batch"
+    # Far beyond it: the correction is clipped (as Batch Renormalization clips r), so the
+    # output's batch mean is held at 1.25x the pinned value instead of following the raw drift.
+    before, raw, out = step(1.5)
+    assert raw.mean().item() / before[0].item() > 2
+    assert out.mean().item() == pytest.approx(1.25 * init, rel=1e-4)
+    # The gradient is the batch pin's: none along a rescaling of the whole batch. d/dα of
+    # f(α · raw) at α = 1 is the dot product of the gradient with raw.
+    alpha = torch.ones((), requires_grad=True)
+    value = alpha * raw * init / decoder._pinned_mean(alpha * raw, 0)
+    (grad,) = torch.autograd.grad(value.sum(), alpha)
+    assert abs(grad.item()) < 1e-6 * value.sum().item()
+
+
 class _PairProbe(nn.Module):
     """Depth: a constant disparity. Pose: translation = mean(first frame) - mean(second frame),
     so the order in which the task stacks a pair is visible in the output."""
