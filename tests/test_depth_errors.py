@@ -8,26 +8,13 @@ prediction exact up to a factor 3 that median scaling removes. By hand: frame 0'
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import load_bench
 from visbricks.metrics.depth import evaluate_depth
 
-
-def _load():
-    path = Path(__file__).resolve().parents[1] / "bench" / "depth_errors.py"
-    spec = importlib.util.spec_from_file_location("bench_depth_errors", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-de = _load()
+de = load_bench("depth_errors")
 H, W = 30, 12
 BAND = slice(10, 20)
 

@@ -5,27 +5,16 @@ images and boxes."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from conftest import shared_data
+from conftest import load_bench, shared_data
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _load():
-    path = BENCH / "detect_vs_ultralytics.py"
-    spec = importlib.util.spec_from_file_location("bench_detect_vs_ultralytics", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dvu = _load()
+dvu = load_bench("detect_vs_ultralytics")
 
 
 def _record(model: str, map50: float, data: str | None, amp: str = "bf16") -> dict:
