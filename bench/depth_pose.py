@@ -24,11 +24,10 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
-
-from visbricks.metrics.depth import resize_to
 
 
 def motion_errors(pred: np.ndarray, gt: np.ndarray, scales: np.ndarray) -> dict[str, np.ndarray]:
@@ -123,19 +122,19 @@ def run_errors(run_path: str, overrides: list[str]) -> dict[str, np.ndarray]:
     val = data.val
     if not getattr(val, "with_depth", False) or not val.samples:
         raise SystemExit("depth_pose: the val split has no ground-truth depth")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from depth_errors import scaled_predictions  # the metric's median scaling, per frame
+
     e = run.cfg.eval
     preds, gts, scales = [], [], []
     loader = DataLoader(val, batch_size=run.cfg.batch_size, collate_fn=data.collate_fn)
     with torch.inference_mode():
         for batch in loader:
             outputs = task.forward(model, batch)
-            disparity = task._disparity(outputs[("disp", 0)]).float().numpy()
-            depth_gt = batch[("depth_gt", 0)].float().numpy()
-            for i in range(len(disparity)):
-                gt = depth_gt[i, 0]
-                valid = (gt > e.min_depth) & (gt < e.max_depth)
-                pred = 1.0 / resize_to(disparity[i, 0].astype(np.float64), gt.shape)
-                scale = np.median(gt[valid]) / np.median(pred[valid])
+            disparity = task._disparity(outputs[("disp", 0)]).float().numpy()[:, 0]
+            depth_gt = batch[("depth_gt", 0)].float().numpy()[:, 0]
+            ratios = scaled_predictions(depth_gt, list(disparity), e.min_depth, e.max_depth)[2]
+            for i, scale in enumerate(ratios):
                 for f in task.frame_ids[1:]:
                     preds.append(outputs[("cam_T_cam", 0, f)][i].double().numpy())
                     gts.append(batch[("pose_gt", f)][i].double().numpy())

@@ -90,12 +90,14 @@ class SegmentationLoss(nn.Module):
             ce = self._cross_entropy(logits, safe_target, valid)
             terms["ce"] = ce.detach()
             total = total + self.ce_weight * ce
+        # Dice and Lovász share one softmax of the whole logit map (the costliest part of both).
+        prob = logits.softmax(1) if self.dice_weight > 0 or self.lovasz_weight > 0 else None
         if self.dice_weight > 0:
-            dice = self._dice(logits, safe_target, valid)
+            dice = self._dice(prob, safe_target, valid)
             terms["dice"] = dice.detach()
             total = total + self.dice_weight * dice
         if self.lovasz_weight > 0:
-            lovasz = self._lovasz(logits, safe_target, valid)
+            lovasz = self._lovasz(prob, safe_target, valid)
             terms["lovasz"] = lovasz.detach()
             total = total + self.lovasz_weight * lovasz
         terms["loss"] = total
@@ -129,10 +131,8 @@ class SegmentationLoss(nn.Module):
             denom = keep.sum()
         return (per_pixel * keep).sum() / denom.clamp_min(1e-6)
 
-    def _dice(
-        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        prob = logits.softmax(1) * valid[:, None]
+    def _dice(self, prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        prob = prob * valid[:, None]
         onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
         onehot = onehot * valid[:, None]
         dims = (0, 2, 3)
@@ -143,12 +143,12 @@ class SegmentationLoss(nn.Module):
         return 1.0 - dice.mean()
 
     def _lovasz(
-        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+        self, prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        prob = logits.softmax(1).permute(0, 2, 3, 1)[valid]  # (P, C), labelled pixels only
-        if prob.shape[0] == 0:
-            return logits.sum() * 0.0  # keeps the graph: an all-ignored batch adds nothing
-        return lovasz_softmax(prob, target[valid], self.num_classes)
+        labelled = prob.permute(0, 2, 3, 1)[valid]  # (P, C), labelled pixels only
+        if labelled.shape[0] == 0:
+            return prob.sum() * 0.0  # keeps the graph: an all-ignored batch adds nothing
+        return lovasz_softmax(labelled, target[valid], self.num_classes)
 
 
 def lovasz_softmax(prob: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -130,12 +130,14 @@ class DepthDecoder(nn.Module):
         if not self.training:
             return self.running_mean[scale].to(disp.dtype)
         mean = disp.float().mean().clamp(min=1e-4)
-        previous = self.running_mean[scale].clone()
+        pinned = mean
+        if self.fixed_scale_over == "running":
+            # Batch Renormalization's trick: the value is the running mean's (before this step's
+            # update), the gradient the batch mean's times a constant; the correction is clipped
+            # as Batch Renormalization clips its r, so the output's batch mean stays within
+            # 1.25x of the pinned value.
+            r = (self.running_mean[scale] / mean).detach().clamp(1 / 1.25, 1.25)
+            pinned = mean * r
         with torch.no_grad():
             self.running_mean[scale].lerp_(mean.detach(), 0.1)  # BatchNorm's momentum
-        if self.fixed_scale_over == "running":
-            # Batch Renormalization's trick: the value is the running mean's, the gradient the
-            # batch mean's (times a constant), the correction clipped as Batch Renormalization
-            # clips its r, so the output's batch mean stays within 1.25x of the pinned value.
-            mean = mean * (previous / mean).detach().clamp(1 / 1.25, 1.25)
-        return mean.to(disp.dtype)
+        return pinned.to(disp.dtype)
