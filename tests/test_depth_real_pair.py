@@ -84,6 +84,9 @@ def test_trained_on_synthetic_streets_the_real_road_is_nearer_than_the_centre(tm
             # The preset's stride-2 skip made this short one-scale run collapse to a
             # constant depth (bottom/centre 1.0); the recipe measured here has none.
             "model.backbone_args={}",
+            # The pin measured for this recipe (the preset's `running` passed seeds 0-4 on an
+            # AMD EPYC, 0.17-0.33 on the target, but once stayed flat on a Xeon).
+            "model.fixed_scale_over=batch",
             "model.min_depth=0.001",
             "model.max_depth=1",
             "loss.scales=1",

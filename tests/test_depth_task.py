@@ -146,7 +146,7 @@ def test_fixed_scale_over_the_batch_pins_the_batch_mean_and_evaluates_with_its_r
     assert "depth_decoder.running_mean" not in per_image.state_dict()
     with pytest.raises(ConfigError, match="fixed_scale_over"):
         load_config("depth-driving", ["model.fixed_scale_over=pixel"])
-    assert load_config("depth-driving").model.fixed_scale_over == "batch"
+    assert load_config("depth-driving").model.fixed_scale_over == "running"
 
 
 def test_fixed_scale_over_running_trains_at_the_running_mean_with_the_batch_gradient():
