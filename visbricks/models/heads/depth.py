@@ -51,10 +51,11 @@ class DepthDecoder(nn.Module):
     pair, cannot know; with the running value every step and evaluation share one slowly moving
     scale, and as with the batch pin no gradient rescales the whole batch. On the generated
     streets (1,020 s each): abs_rel 0.151 -> 0.138, δ<1.25 0.877 -> 0.879 on a Xeon, 0.172 ->
-    0.148, 0.842 -> 0.862 on an AMD EPYC; the ``depth-driving`` preset's default. The correction
-    is clipped to 1/1.25-1.25, as Batch Renormalization clips its r: unclipped (0.133 in one
-    run) the output drifted to zero disparity with the running mean when the raw disparities
-    moved faster than it follows (40 Adam steps at lr 1e-3 on one batch).
+    0.148 and 0.158 (two runs), 0.842 -> 0.862 and 0.853 on an AMD EPYC; the ``depth-driving``
+    preset's default. The correction is clipped to 1/1.25-1.25, as Batch Renormalization clips
+    its r: unclipped (0.133 in one run) the output drifted to zero disparity with the running
+    mean when the raw disparities moved faster than it follows (40 Adam steps at lr 1e-3 on one
+    batch).
     """
 
     output_stride = 1  # ("disp", 0) is at the input size; its keys depend on ``scales``
