@@ -57,8 +57,7 @@ class SegmentationLoss(nn.Module):
             self.class_weights = None
         if ohem_thresh is not None and not 0.0 < float(ohem_thresh) <= 1.0:
             raise ConfigError(f"loss.ohem_thresh must be in (0, 1] or null, got {ohem_thresh!r}")
-        weights = {"ce_weight": ce_weight, "dice_weight": dice_weight}
-        weights["lovasz_weight"] = lovasz_weight
+        weights = dict(ce_weight=ce_weight, dice_weight=dice_weight, lovasz_weight=lovasz_weight)
         for key, value in weights.items():
             if float(value) < 0:
                 raise ConfigError(f"loss.{key} must be ≥ 0, got {value!r}")

@@ -47,15 +47,16 @@ class DepthDecoder(nn.Module):
 
     ``fixed_scale_over="running"`` trains with the running mean's value and the batch mean's
     gradient (Ioffe's Batch Renormalization, 2017). Under the batch pin the depth scale of a
-    training step depends on which frames share its batch, a scale the pose net, which sees one
-    pair, cannot know; with the running value every step and evaluation share one slowly moving
-    scale, and as with the batch pin no gradient rescales the whole batch. On the generated
-    streets (1,020 s each): abs_rel 0.151 -> 0.138, δ<1.25 0.877 -> 0.879 on a Xeon, 0.172 ->
-    0.148 and 0.158 (two runs), 0.842 -> 0.862 and 0.853 on an AMD EPYC; the ``depth-driving``
-    preset's default. The correction is clipped to 1/1.25-1.25, as Batch Renormalization clips
-    its r: unclipped (0.133 in one run) the output drifted to zero disparity with the running
-    mean when the raw disparities moved faster than it follows (40 Adam steps at lr 1e-3 on one
-    batch).
+    training step depends on which frames share its batch; with the running value every step and
+    evaluation share one slowly moving scale, and as with the batch pin no gradient rescales the
+    whole batch. (That the pose net, which sees one pair, could then follow the scale better was
+    the idea; its measured translation-length spread did not change, so why it helps is open.)
+    On the generated streets (1,020 s each): abs_rel 0.151 -> 0.138, δ<1.25 0.877 -> 0.879 on a
+    Xeon, 0.172 -> 0.148 and 0.158 (two runs), 0.842 -> 0.862 and 0.853 on an AMD EPYC; the
+    ``depth-driving`` preset's default. The correction is clipped to 1/1.25-1.25, as Batch
+    Renormalization clips its r: unclipped (0.133 in one run) the output drifted to zero
+    disparity with the running mean when the raw disparities moved faster than it follows (40
+    Adam steps at lr 1e-3 on one batch).
     """
 
     output_stride = 1  # ("disp", 0) is at the input size; its keys depend on ``scales``
