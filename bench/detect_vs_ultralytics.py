@@ -31,7 +31,7 @@ image size (128), for each budget in turn, one after the other:
   on this model (engine/layout.py). The budget is the Trainer's ``train.time`` clock, which also
   pays for its probes and the one validation after the last step (see raccoon below). Until
   2026-12-06 this side was a hand-written loop (``bench/detect_quality.train_ours``, still the
-  torchvision comparison's) with torch's default AdamW and in-process loading; README rows
+  torchvision comparison's) with torch's default AdamW and in-process loading; benchmark rows
   before that date were measured with it.
 
 What is compared (raccoon): a real-photo comparison, ours from scratch vs ours from ImageNet

@@ -4,11 +4,11 @@ On CUDA and under CPU bf16 autocast channels-last is a rule (engine/precision.py
 CPU the gain depends on the model and the machine: on an AMD EPYC (2 threads,
 ``bench/train_speed.py``) the Trainer trained ResNet-18 at 224 px, batch 16, 1.28x faster
 channels-last (33.9 vs 26.5 img/s: 83 % of the fp32 GEMM peak against 65 %), a training step of
-the demo SSD at 128 px only 1.07x faster (an earlier README row has it 0.88x as fast). So there
-the Trainer times ``TIMED`` forward + backward steps (after an untimed one) of a copy of
-the model in each layout, on one real training batch, and trains channels-last only when that is
-at least ``MARGIN`` faster: a near tie keeps NCHW, so noise does not flip the layout of identical
-runs.
+the demo SSD at 128 px only 1.07x faster (an earlier row of docs/benchmarks.md has it 0.88x as
+fast). So there the Trainer times ``TIMED`` forward + backward steps (after an untimed one) of a
+copy of the model in each layout, on one real training batch, and trains channels-last only
+when that is at least ``MARGIN`` faster: a near tie keeps NCHW, so noise does not flip the layout
+of identical runs.
 
 Deterministic runs skip the probe and keep NCHW (their results must not depend on a timing); a
 resumed run keeps its first start's choice. The choice is printed and written to config.yaml, as

@@ -11,10 +11,10 @@ Rules (documented in configs/defaults/base.yaml too):
 - channels_last auto: on with CUDA and with CPU bf16 (oneDNN's and cuDNN's fast convolution
   kernels take NHWC; bf16 AMX convolutions run NHWC natively). For fp32 on a CPU the gain
   depends on the model and the machine (ResNet-18 at 224 px trained 1.28x faster NHWC on an AMD
-  EPYC, the demo SSD at 128 px 1.07x; an earlier README row has that SSD 0.88x), so the Trainer
-  measures both on the run's model (engine/layout.py), keeping NCHW unless NHWC is clearly
-  faster; this rule's answer there, off, is what deterministic runs and inference use, since
-  their layout must not depend on a timing.
+  EPYC, the demo SSD at 128 px 1.07x; an earlier row of docs/benchmarks.md has that SSD 0.88x),
+  so the Trainer measures both on the run's model (engine/layout.py), keeping NCHW unless NHWC
+  is clearly faster; this rule's answer there, off, is what deterministic runs and inference
+  use, since their layout must not depend on a timing.
 - workers auto: worker processes (persistent, with prefetch) so that augmentation overlaps the
   step: on CUDA all but one core up to 8; on a CPU a quarter of the cores, at least 1 and at most
   4, leaving the rest to compute (even with cached decodes, the main process would otherwise

@@ -43,7 +43,7 @@ class DepthDecoder(nn.Module):
     true mean disparity is far higher, must push some of its pixels farther to keep the mean;
     over the batch, an image's mean follows its content and the unobservable scale is still
     removed. On the generated streets, side by side: abs_rel 0.273 -> 0.208 in 510 s and
-    0.200 -> 0.164 in the preset's 1,020 s (README, depth section).
+    0.200 -> 0.164 in the preset's 1,020 s (docs/benchmarks.md, depth).
 
     ``fixed_scale_over="running"`` trains with the running mean's value and the batch mean's
     gradient (Ioffe's Batch Renormalization, 2017). Under the batch pin the depth scale of a
