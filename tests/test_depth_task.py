@@ -220,6 +220,35 @@ def test_pose_net_sees_each_pair_in_time_order_and_the_past_is_inverted(drive):
     assert {("disp", s) for s in range(4)} <= set(out)
 
 
+class _AllFramesProbe(_PairProbe):
+    """Pose for ``pose_input: all``: per source i, translation = (i + 1) * (mean of the stacked
+    frame i) and rotation 0, so the stacking order and which output feeds which source show."""
+
+    def predict_pose(self, frames):
+        means = frames.unflatten(1, (-1, 3)).mean((2, 3, 4))  # (B, frames)
+        translation = torch.stack([means[:, 0], 2 * means[:, 1], 3 * means[:, 2]], 1)
+        translation = torch.stack([translation, 10 * translation], 1)  # (B, 2 sources, 3)
+        return torch.zeros_like(translation), translation
+
+
+def test_pose_input_all_stacks_every_frame_in_time_order_once(drive):
+    task = build_task(_config(drive, None, "model.pose_input=all"))
+    model = task.build_model(load_pretrained=False)
+    # Three frames in, one motion per source out.
+    assert model.predict_pose(torch.zeros(2, 9, 64, 128))[1].shape == (2, 2, 3)
+    batch = {
+        ("color_aug", f, 0): torch.full((2, 3, 64, 128), float(v))
+        for f, v in ((0, 1.0), (-1, 3.0), (1, 7.0))
+    }
+    out = task.forward(_AllFramesProbe(), batch)
+    # Frames stacked -1, 0, +1; output i is source frame_ids[1 + i] = -1, then +1; no inverse.
+    torch.testing.assert_close(out[("translation", 0, -1)][0, 0], torch.tensor([3.0, 2.0, 21.0]))
+    torch.testing.assert_close(out[("translation", 0, 1)][0, 0], torch.tensor([30.0, 20.0, 210.0]))
+    for f, t in ((-1, [3.0, 2.0, 21.0]), (1, [30.0, 20.0, 210.0])):
+        torch.testing.assert_close(out[("cam_T_cam", 0, f)][0, :3, 3], torch.tensor(t))
+        torch.testing.assert_close(out[("cam_T_cam", 0, f)][0, :3, :3], torch.eye(3))
+
+
 def test_pose_encoder_takes_3_channel_weights_through_a_mapping_rule(drive, tmp_path, monkeypatch):
     torch.manual_seed(1)
     reference = torchvision.models.resnet18()

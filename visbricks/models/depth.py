@@ -26,8 +26,9 @@ class PoseDecoder(nn.Module):
     photometric loss gives no useful gradient.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 256) -> None:
+    def __init__(self, in_channels: int, hidden: int = 256, poses: int = 1) -> None:
         super().__init__()
+        self.poses = poses
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1),
             nn.ReLU(inplace=True),
@@ -35,13 +36,13 @@ class PoseDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 6, 1),
+            nn.Conv2d(hidden, 6 * poses, 1),
         )
 
     def forward(self, feature: Tensor) -> tuple[Tensor, Tensor]:
-        """(axisangle (B, 1, 3), translation (B, 1, 3))."""
-        out = 0.01 * self.net(feature).mean((2, 3))
-        return out[:, None, :3], out[:, None, 3:]
+        """(axisangle (B, poses, 3), translation (B, poses, 3))."""
+        out = 0.01 * self.net(feature).mean((2, 3)).view(-1, self.poses, 6)
+        return out[..., :3], out[..., 3:]
 
 
 class DepthModel(nn.Module):
@@ -60,6 +61,7 @@ class DepthModel(nn.Module):
         fixed_scale_over: str = "image",
         head_args: dict | None = None,
         backbone_args: dict | None = None,
+        pose_frames: int = 2,
     ) -> None:
         super().__init__()
         # backbone_args (e.g. min_stride: 2, Monodepth2's skip at stride 2) shape the depth
@@ -82,14 +84,18 @@ class DepthModel(nn.Module):
             fixed_scale=fixed_scale,
             fixed_scale_over=fixed_scale_over,
         )
-        # Two frames stacked on channels: the pose net sees both views at every layer.
-        self.pose_encoder = build_backbone(pose_backbone or backbone, in_channels=2 * in_channels)
-        self.pose_decoder = PoseDecoder(self.pose_encoder.out_channels[-1])
+        # Frames stacked on channels: the pose net sees every view at every layer. Two frames
+        # give one motion; n frames (Monodepth2's "all" input) give the n - 1 sources' motions.
+        self.pose_encoder = build_backbone(
+            pose_backbone or backbone, in_channels=pose_frames * in_channels
+        )
+        self.pose_decoder = PoseDecoder(self.pose_encoder.out_channels[-1], poses=pose_frames - 1)
 
     def forward(self, images: Tensor) -> dict:
         """``{("disp", s): (B, 1, H / 2**s, W / 2**s)}`` sigmoid disparities."""
         return self.depth_decoder(self.depth_encoder(images))
 
-    def predict_pose(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
-        """Motion between the two frames of ``pairs`` (B, 2C, H, W): (axisangle, translation)."""
-        return self.pose_decoder(self.pose_encoder(pairs)[-1])
+    def predict_pose(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Motion within ``frames`` (B, nC, H, W), n stacked frames: (axisangle, translation),
+        each (B, n - 1, 3)."""
+        return self.pose_decoder(self.pose_encoder(frames)[-1])

@@ -51,6 +51,7 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
                 f"img_size for depth must be multiples of 32 and at least 64, got {width}x{height}"
             )
         m, loss = cfg.model, cfg.loss
+        self.pose_input = m.pose_input
         self.min_depth, self.max_depth = float(m.min_depth), float(m.max_depth)
         self.criterion = ReprojectionLoss(
             scales=loss.scales,
@@ -83,6 +84,8 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
         """Each (target, source) pair stacked on channels in time order ([source, target] for
         f < 0, [target, source] for f > 0), all pairs concatenated on the batch dimension: one
         pose-encoder call runs faster than one per source."""
+        if self.pose_input == "all":
+            return torch.cat([batch[("color_aug", f, 0)] for f in sorted(self.frame_ids)], 1)
         target = batch[("color_aug", 0, 0)]
         pairs = []
         for f in self.frame_ids[1:]:
@@ -96,13 +99,19 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
         the inverse of that."""
         outputs = {}
         sources = self.frame_ids[1:]
-        chunks = zip(sources, axisangle.chunk(len(sources)), translation.chunk(len(sources)))
-        for f, aa, t in chunks:
+        if self.pose_input == "all":
+            # One pass saw every frame and predicted each source's motion from the target.
+            chunks = zip(sources, axisangle.unbind(1), translation.unbind(1))
+            chunks = [(f, aa[:, None], t[:, None], False) for f, aa, t in chunks]
+        else:
+            chunks = zip(sources, axisangle.chunk(len(sources)), translation.chunk(len(sources)))
+            chunks = [(f, aa, t, f < 0) for f, aa, t in chunks]
+        for f, aa, t, invert in chunks:
             outputs[("axisangle", 0, f)] = aa
             outputs[("translation", 0, f)] = t
             # The camera matrices feed the warp: fp32 even when the nets ran under autocast.
             with torch.autocast(aa.device.type, enabled=False):
-                outputs[("cam_T_cam", 0, f)] = pose_vec_to_mat(aa.float(), t.float(), f < 0)
+                outputs[("cam_T_cam", 0, f)] = pose_vec_to_mat(aa.float(), t.float(), invert)
         return outputs
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
