@@ -42,8 +42,8 @@ def step(task, model, batch) -> dict[str, float]:
     """Forward and backward of depth net, pose net and loss, each timed on its own."""
     times = {}
     depth_out, times["depth_fwd"] = timed(lambda: model(batch[("color_aug", 0, 0)]))
-    pairs = task.pose_pairs(batch)
-    (axisangle, translation), times["pose_fwd"] = timed(lambda: model.predict_pose(pairs))
+    frames = task.pose_frames(batch)
+    (axisangle, translation), times["pose_fwd"] = timed(lambda: model.predict_pose(frames))
 
     # The loss on detached leaves: its backward stops there and hands us their gradients.
     disps = {k: v.detach().requires_grad_() for k, v in depth_out.items()}

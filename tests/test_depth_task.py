@@ -221,8 +221,9 @@ def test_pose_net_sees_each_pair_in_time_order_and_the_past_is_inverted(drive):
 
 
 class _AllFramesProbe(_PairProbe):
-    """Pose for ``pose_input: all``: per source i, translation = (i + 1) * (mean of the stacked
-    frame i) and rotation 0, so the stacking order and which output feeds which source show."""
+    """Pose for ``pose_input: all``: the first source's translation is (mean of stacked frame 0,
+    2 x that of frame 1, 3 x that of frame 2), the second's ten times it, rotation 0: the
+    stacking order and which output feeds which source show."""
 
     def predict_pose(self, frames):
         means = frames.unflatten(1, (-1, 3)).mean((2, 3, 4))  # (B, frames)

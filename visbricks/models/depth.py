@@ -2,7 +2,8 @@
 
 ``DepthModel`` holds four swappable parts, addressable by ``train.freeze`` / ``train.lr_mult``:
 ``depth_encoder`` (any registered backbone), ``depth_decoder`` (multi-scale sigmoid disparity),
-``pose_encoder`` (a backbone taking two frames stacked on channels) and ``pose_decoder``
+``pose_encoder`` (a backbone taking frames stacked on channels: a pair, or with
+``model.pose_input: all`` every frame of the sample) and ``pose_decoder``
 (axis-angle + translation). Calling the model on images runs only the depth branch, so predict,
 export and benchmarks see an ordinary image-to-depth network; the pose branch is for training.
 """

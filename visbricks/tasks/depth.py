@@ -70,7 +70,7 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
     def forward(self, model: nn.Module, batch: dict) -> dict:
         """Disparity of the target at every scale and the motion from it to each source."""
         outputs = dict(model(batch[("color_aug", 0, 0)]))
-        outputs.update(self.pose_outputs(*model.predict_pose(self.pose_pairs(batch))))
+        outputs.update(self.pose_outputs(*model.predict_pose(self.pose_frames(batch))))
         return outputs
 
     def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
@@ -80,10 +80,11 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
             return flip_blend_disparity(model, images)
         return model(images)
 
-    def pose_pairs(self, batch: dict) -> torch.Tensor:
-        """Each (target, source) pair stacked on channels in time order ([source, target] for
-        f < 0, [target, source] for f > 0), all pairs concatenated on the batch dimension: one
-        pose-encoder call runs faster than one per source."""
+    def pose_frames(self, batch: dict) -> torch.Tensor:
+        """The pose net's input. ``pairs``: each (target, source) pair stacked on channels in
+        time order ([source, target] for f < 0, [target, source] for f > 0), all pairs
+        concatenated on the batch dimension: one pose-encoder call runs faster than one per
+        source. ``all``: every frame of the sample stacked on channels in time order."""
         if self.pose_input == "all":
             return torch.cat([batch[("color_aug", f, 0)] for f in sorted(self.frame_ids)], 1)
         target = batch[("color_aug", 0, 0)]
@@ -94,9 +95,9 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
         return torch.cat(pairs, 0)
 
     def pose_outputs(self, axisangle: torch.Tensor, translation: torch.Tensor) -> dict:
-        """Split the pose net's batch back per source; ``("cam_T_cam", 0, f)`` maps target-camera
-        points into source f's camera. For f < 0 the net saw [source, target], so its motion is
-        the inverse of that."""
+        """Split the pose net's output per source; ``("cam_T_cam", 0, f)`` maps target-camera
+        points into source f's camera. With pairs, for f < 0 the net saw [source, target], so its
+        motion is the inverse of that; with ``all`` each output is the target-to-source motion."""
         outputs = {}
         sources = self.frame_ids[1:]
         if self.pose_input == "all":
