@@ -100,14 +100,12 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
         motion is the inverse of that; with ``all`` each output is the target-to-source motion."""
         outputs = {}
         sources = self.frame_ids[1:]
-        if self.pose_input == "all":
-            # One pass saw every frame and predicted each source's motion from the target.
-            chunks = zip(sources, axisangle.unbind(1), translation.unbind(1))
-            chunks = [(f, aa[:, None], t[:, None], False) for f, aa, t in chunks]
-        else:
-            chunks = zip(sources, axisangle.chunk(len(sources)), translation.chunk(len(sources)))
-            chunks = [(f, aa, t, f < 0) for f, aa, t in chunks]
-        for f, aa, t, invert in chunks:
+        if self.pose_input == "all":  # one pass, motion i on dimension 1: (B, 1, 3) each
+            per_source = zip(axisangle.split(1, 1), translation.split(1, 1))
+        else:  # one pair per source, concatenated on the batch
+            per_source = zip(axisangle.chunk(len(sources)), translation.chunk(len(sources)))
+        for f, (aa, t) in zip(sources, per_source):
+            invert = self.pose_input == "pairs" and f < 0
             outputs[("axisangle", 0, f)] = aa
             outputs[("translation", 0, f)] = t
             # The camera matrices feed the warp: fp32 even when the nets ran under autocast.

@@ -120,6 +120,7 @@ class DepthData(DataRole):
 class DepthModelRole(ModelRole):
     cfg: Config
     frame_ids: tuple[int, ...]
+    pose_input: str
     min_depth: float
     max_depth: float
 
@@ -141,7 +142,7 @@ class DepthModelRole(ModelRole):
                 m.fixed_scale_over,
                 head_args=dict(m.get("head_args") or {}),
                 backbone_args=dict(m.get("backbone_args") or {}),
-                pose_frames=len(self.frame_ids) if m.pose_input == "all" else 2,
+                pose_frames=len(self.frame_ids) if self.pose_input == "all" else 2,
             )
         if load_pretrained:
             self.load_pretrained(model)
