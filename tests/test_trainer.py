@@ -175,3 +175,32 @@ def test_classifier_learns(tmp_path):
     trainer, metrics = run_training(cfg)
     assert trainer.history[-1]["train/loss"] < 0.5 * trainer.history[0]["train/loss"]
     assert metrics["val/top1"] == 1.0, metrics
+
+
+def test_relative_data_root_is_recorded_absolute_so_eval_elsewhere_reads_the_same_data(
+    tmp_path, monkeypatch
+):
+    """Trained with data.root=colours in one folder, evaluated from another: the run's config
+    names the folder it read, so eval finds it (before, eval looked for ./colours where it ran
+    and a synthetic preset regenerated its data there)."""
+    from visbricks.cli import main
+    from visbricks.engine.checkpoint import read_checkpoint
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = write_colour_folder(home / "colours").resolve()
+    monkeypatch.chdir(home)
+    args = ["data.root=colours", "data.synth=null", "project=runs", "img_size=32",
+            "batch_size=8", "epochs=1", "train.tensorboard=false", "train.plots=false",
+            "model.backbone=mobilenet_v3_small"]
+    assert main(["train", "classify-shapes", *args]) == 0
+    run = home / "runs" / "classify" / "classify-shapes"
+    recorded = [
+        yaml.safe_load((run / "config.yaml").read_text())["data"]["root"],
+        yaml.safe_load((run / "weights" / "best.yaml").read_text())["config"]["data"]["root"],
+        read_checkpoint(run / "weights" / "last.ckpt", ("config",))["config"]["data"]["root"],
+    ]
+    assert recorded == [str(data)] * 3
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(run)]) == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == []  # nothing read or written here

@@ -76,6 +76,12 @@ class Trainer:
         set_deterministic(cfg.deterministic)
         self.model = self.dist.prepare_model(model).to(self.device)
         ckpt = read_checkpoint(cfg.resume, RESUME_KEYS) if cfg.resume else None
+        # A relative data.root is read against the folder training starts in, but `eval RUN`,
+        # `predict` and a resume may start anywhere: the run records the folder it read, so
+        # they find the same data instead of regenerating a synthetic preset's beside them.
+        root = (cfg.get("data") or {}).get("root")
+        if isinstance(root, str) and not Path(root).expanduser().is_absolute():
+            cfg = self.cfg = _with_value(cfg, ("data", "root"), str(Path(root).resolve()))
         # batch_size: auto and optim.lr: auto become numbers before anything reads them, in a
         # copy of cfg (the caller's stays as given); config.yaml and last.ckpt keep the numbers.
         # Seconds the auto choices take: train.time is the whole run's wall clock, so the
