@@ -196,3 +196,75 @@ def test_resume_under_a_budget_continues_the_same_plan(tmp_path, monkeypatch):
     )
     # The time of both processes counts against the one budget.
     assert float(rows[-1]["elapsed"]) <= 12 * 1.15
+
+
+def test_compile_time_is_paid_once_not_planned_as_every_epochs_overhead(tmp_path, monkeypatch):
+    """train.compile under train.time: the first step's compilation (here a stand-in that takes
+    3 s on its first call) was counted as the first epoch's overhead and so planned again for
+    every epoch to come, cutting the run's steps; it is now taken out once."""
+    import torch
+
+    from visbricks.engine.trainer import Trainer
+    from visbricks.tasks import build_task
+
+    compiled = []
+
+    def fake_compile(fn):
+        compiled.append(fn)
+        first = [True]
+
+        def call(*args, **kwargs):
+            if first[0]:
+                first[0] = False
+                time.sleep(3.0)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = _budget_config(tmp_path, 15, "train.compile=loss")
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task)
+    assert [getattr(f, "__func__", None) for f in compiled] == [type(task).loss]  # loss only
+    assert trainer.train_model is trainer.model
+    overheads = []
+    plan_budget = trainer._plan_budget
+
+    def spy(val_s, overhead_s):
+        overheads.append(overhead_s)
+        return plan_budget(val_s, overhead_s)
+
+    monkeypatch.setattr(trainer, "_plan_budget", spy)
+    trainer.fit()
+    measured = [o for o in overheads if o is not None]
+    assert measured and max(measured) < 1.5, overheads  # the 3 s are not an epoch's overhead
+    assert trainer.schedule.last_step == trainer.budget.plan.total_steps
+
+
+@pytest.mark.parametrize(
+    ("value", "wrapped"), [("true", {"model"}), ("model", {"model"}), ("all", {"model", "loss"})]
+)
+def test_train_compile_names_what_it_wraps(tmp_path, monkeypatch, value, wrapped):
+    import torch
+
+    from visbricks.engine.trainer import Trainer
+    from visbricks.tasks import build_task
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    cfg = tiny_config(write_colour_folder(tmp_path / "c"), tmp_path, f"train.compile={value}")
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task.build_model(), task.build_data(), task)
+    kinds = {"loss" if getattr(f, "__func__", None) is type(task).loss else "model"
+             for f in compiled}
+    assert kinds == wrapped and len(compiled) == len(wrapped)
+    assert f"torch.compile ({' + '.join(sorted(wrapped, reverse=True))})" in (
+        trainer.describe_setup()
+    )
+
+
+def test_a_bad_train_compile_value_is_one_line_naming_the_key(tmp_path):
+    from visbricks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.compile"):
+        tiny_config(tmp_path, tmp_path, "train.compile=everything")

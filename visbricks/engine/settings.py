@@ -35,7 +35,7 @@ class TrainSettings:
     lr_mult: dict[str, float]
     grad_clip: float | None
     accumulate: int
-    compile: bool
+    compile: tuple[str, ...]  # what torch.compile wraps for training: (), ("model",), ...
     log_every: float
     ema: bool
     ema_decay: float
@@ -70,7 +70,7 @@ class TrainSettings:
             lr_mult=dict(t.lr_mult),
             grad_clip=t.grad_clip,
             accumulate=int(t.accumulate),
-            compile=bool(t.compile),
+            compile=compile_targets(t.compile),
             log_every=t.log_every,
             ema=bool(t.ema),
             ema_decay=t.ema_decay,
@@ -108,3 +108,11 @@ def metric_mode(metric: str | None, mode: str | None, task_metric: str, task_mod
         f"train.metric={metric} is not the task's own metric ({task_metric}): set "
         "train.metric_mode=max (higher is better) or train.metric_mode=min"
     )
+
+
+def compile_targets(value: bool | str) -> tuple[str, ...]:
+    """``train.compile`` as what it wraps: false → (), true | model → ("model",), loss →
+    ("loss",), all → ("model", "loss") (the config check has already limited the values)."""
+    if value is False:
+        return ()
+    return {"loss": ("loss",), "all": ("model", "loss")}.get(str(value), ("model",))

@@ -118,9 +118,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
         # The compiled wrapper shares parameters with self.model, which checkpoints keep using
         # (its state_dict has no "_orig_mod." prefixes).
-        self.train_model: nn.Module = torch.compile(self.model) if s.compile else self.model
+        self.train_model: nn.Module = (
+            torch.compile(self.model) if "model" in s.compile else self.model
+        )
+        # train.compile: loss|all compiles the task's loss on its own: inductor fuses the
+        # elementwise chains of a loss such as depth's warp + SSIM, which eager runs op by op.
+        self.train_loss = torch.compile(task.loss) if "loss" in s.compile else task.loss
         self._train_base = self.train_model  # what DDP wraps under torchrun
         self._compile_reported = not s.compile
+        self._compile_s = 0.0  # the first step's compile time, until train.time accounts it
         check_module_paths(self.model, [*s.freeze, *s.lr_mult], "train.freeze/lr_mult")
         self.frozen: set[str] = set()
         self.ema: ModelEMA | None = None
@@ -243,7 +249,8 @@ class Trainer:
         return (
             f"device {self.device}: {self.precision.describe()}, "
             f"channels_last={'on' if self.channels_last else 'off'}, workers={self.workers}"
-            + (", torch.compile" if self.settings.compile else "")
+            + (f", torch.compile ({' + '.join(self.settings.compile)})" if self.settings.compile
+               else "")
         )
 
     def make_loader(self, dataset, train: bool) -> DataLoader:
@@ -438,6 +445,9 @@ class Trainer:
                 steps_run = self.schedule.last_step - steps_before
                 overhead = time.time() - start - val_s - steps_run * self.budget.pace()
                 overhead += self._bookkeeping_s
+                # torch.compile's first step is paid once, not again in every epoch to come.
+                overhead -= self._compile_s
+                self._compile_s = 0.0
                 self._plan_budget(val_s if validated else None, max(0.0, overhead))
             bookkeeping_start = time.time()
             self._emit("on_epoch_end", end)  # results.csv, last.ckpt, curves, TensorBoard, ...
@@ -623,9 +633,9 @@ class Trainer:
         # DDP all-reduces gradients on optimizer steps only (no_sync while accumulating).
         with self.dist.no_sync(self.train_model, steps):
             with self.precision.autocast():
-                outputs = self._forward(batch)
+                outputs = self._compiled_call(training_forward, self.task, self.train_model, batch)
             # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
-            losses = self.task.loss(to_float32(outputs), batch)
+            losses = self._compiled_call(self.train_loss, to_float32(outputs), batch)
             loss = losses["loss"]
             if not self.dist.all_finite(loss):
                 raise TrainingDiverged(
@@ -638,11 +648,9 @@ class Trainer:
             self.optimizer_step()
         if not self._compile_reported:
             self._compile_reported = True
-            print(
-                f"torch.compile: first step (compilation) took "
-                f"{time.perf_counter() - compile_start:.1f}s",
-                flush=True,
-            )
+            self._compile_s = time.perf_counter() - compile_start
+            print(f"torch.compile: first step (compilation) took {self._compile_s:.1f}s",
+                  flush=True)
         return losses
 
     def optimizer_step(self) -> None:
@@ -660,17 +668,20 @@ class Trainer:
         if self.budget is not None:
             self._after_step()
 
-    def _forward(self, batch: dict) -> dict:
+    def _compiled_call(self, fn, *args):
+        """``fn(*args)``; on the first step, when torch.compile compiles, a failure is named
+        with the key that turns it off instead of a deep trace."""
         if self._compile_reported:
-            return training_forward(self.task, self.train_model, batch)
-        try:  # torch.compile compiles on this first call: a failure is named, not a deep trace
-            return training_forward(self.task, self.train_model, batch)
+            return fn(*args)
+        try:
+            return fn(*args)
         except VisbricksError:
             raise
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
+            value = str(self.cfg.train.compile).lower()
             raise ConfigError(
-                f"train.compile=true: torch.compile failed on the first step "
+                f"train.compile={value}: torch.compile failed on the first step "
                 f"({type(e).__name__}: {first}); set train.compile=false"
             ) from e
 
