@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_config, write_colour_folder
 from visbricks.engine.budget import VAL_SHARE, TimeBudget
 
-pytestmark = pytest.mark.cost(32)  # seconds here: scheduled early (conftest.py)
+pytestmark = pytest.mark.cost(50)  # seconds here: scheduled early (conftest.py)
 
 
 class FakeClock:

@@ -123,7 +123,8 @@ class Trainer:
         )
         # train.compile: loss|all compiles the task's loss on its own: inductor fuses the
         # elementwise chains of a loss such as depth's warp + SSIM, which eager runs op by op.
-        self.train_loss = torch.compile(task.loss) if "loss" in s.compile else task.loss
+        # Uncompiled, task.loss is looked up at each step (a caller may have replaced it).
+        self._compiled_loss = torch.compile(task.loss) if "loss" in s.compile else None
         self._train_base = self.train_model  # what DDP wraps under torchrun
         self._compile_reported = not s.compile
         self._compile_s = 0.0  # the first step's compile time, until train.time accounts it
@@ -635,7 +636,8 @@ class Trainer:
             with self.precision.autocast():
                 outputs = self._compiled_call(training_forward, self.task, self.train_model, batch)
             # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
-            losses = self._compiled_call(self.train_loss, to_float32(outputs), batch)
+            loss_fn = self._compiled_loss or self.task.loss
+            losses = self._compiled_call(loss_fn, to_float32(outputs), batch)
             loss = losses["loss"]
             if not self.dist.all_finite(loss):
                 raise TrainingDiverged(
