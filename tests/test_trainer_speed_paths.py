@@ -278,3 +278,21 @@ def test_a_failing_torch_compile_is_named_with_the_key_to_turn_it_off(
     trainer = _trainer(tiny_config(colours, tmp_path, "epochs=1", "train.compile=true"))
     with pytest.raises(ConfigError, match=r"train.compile=true.*no C\+\+ compiler found.*false"):
         trainer.fit()
+
+
+def test_a_failing_compiled_loss_is_named_and_an_uncompiled_models_errors_stay_its_own(
+    tmp_path, colours, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor: no C++ compiler found\nlong trace ...")
+
+    monkeypatch.setattr(torch, "compile", lambda fn: broken)
+    trainer = _trainer(tiny_config(colours, tmp_path, "epochs=1", "train.compile=loss"))
+    assert trainer.train_model is trainer.model  # only the loss was handed to torch.compile
+    with pytest.raises(ConfigError, match=r"train.compile=loss.*no C\+\+ compiler found.*false"):
+        trainer.fit()
+    # The model is not compiled: its own error on the first step is not blamed on the compiler.
+    trainer = _trainer(tiny_config(colours, tmp_path / "b", "epochs=1", "train.compile=loss"))
+    monkeypatch.setattr(trainer.model, "forward", lambda x: broken())
+    with pytest.raises(RuntimeError, match="no C"):
+        trainer.fit()

@@ -634,10 +634,11 @@ class Trainer:
         # DDP all-reduces gradients on optimizer steps only (no_sync while accumulating).
         with self.dist.no_sync(self.train_model, steps):
             with self.precision.autocast():
-                outputs = self._compiled_call(training_forward, self.task, self.train_model, batch)
+                outputs = self._first_call("model", training_forward, self.task, self.train_model,
+                                           batch)
             # Losses (photometric/SSIM, box coding, matching) and metrics run in fp32.
             loss_fn = self._compiled_loss or self.task.loss
-            losses = self._compiled_call(loss_fn, to_float32(outputs), batch)
+            losses = self._first_call("loss", loss_fn, to_float32(outputs), batch)
             loss = losses["loss"]
             if not self.dist.all_finite(loss):
                 raise TrainingDiverged(
@@ -670,10 +671,11 @@ class Trainer:
         if self.budget is not None:
             self._after_step()
 
-    def _compiled_call(self, fn, *args):
-        """``fn(*args)``; on the first step, when torch.compile compiles, a failure is named
-        with the key that turns it off instead of a deep trace."""
-        if self._compile_reported:
+    def _first_call(self, part: str, fn, *args):
+        """``fn(*args)``; on the first step, when torch.compile compiles ``part`` ("model" or
+        "loss"), a failure is named with the key that turns it off instead of a deep trace (an
+        uncompiled part's errors stay its own)."""
+        if self._compile_reported or part not in self.settings.compile:
             return fn(*args)
         try:
             return fn(*args)
