@@ -2,6 +2,8 @@
 
     python bench/depth_pose.py errors --run runs/depth/<name> [key=value ...]
     python bench/depth_pose.py train-with-gt-motion depth-driving [key=value ...]
+    python bench/depth_pose.py train-with-known-distance [--running | --exact-direction |
+        --release-after STEPS] depth-driving [key=value ...]
 
 ``errors``: every val pair (target frame, source frame f) of a depth run, the pose net's motion
 ``("cam_T_cam", 0, f)`` against the one ``poses.txt`` gives (the sequence format's optional
@@ -16,6 +18,20 @@ direction error and the rotation error (the angle of R_pred^T R_gt), in degrees.
 ground-truth motion in place of the pose net's (translation in metres, so ``model.fixed_scale``
 is set false: the depth net then learns metric depth) and shows what the depth net, the loss and
 the data reach when the motion is exact. Everything else is ``visbricks train``.
+
+``train-with-known-distance``: a diagnostic too. The pose net's rotation and translation direction
+drive the warp, but each pair's translation length is set in proportion to the distance the
+camera travelled (``poses.txt``, as a GPS track or wheel odometry would give it); the overall
+level, the depth map's own scale, stays the pose net's: ``c = sum |t_pred| / sum distance`` over
+the batch (with ``--running`` the running mean of ``c``'s value with the batch's gradient, as the
+``running`` depth pin does). It asks whether the pose net's length errors are what separates the
+preset from the ground-truth-motion run. With ``--exact-direction`` the rotation and the
+translation's direction come from ``poses.txt`` too: only the level ``c`` is the pose net's, so
+the motion is exact in the pinned depth's own scale. With ``--release-after STEPS`` the preset
+trains unchanged for that many steps while the running level ``c`` is tracked; then the depth
+pin is released (the running mean it divides by is frozen, so the depth net may scale freely)
+and each translation is the pose net's direction times the distance times the frozen ``c``:
+an unpinned depth net in metres times ``c``, without the collapse an unpinned start meets.
 """
 
 from __future__ import annotations
@@ -110,6 +126,108 @@ def ground_truth_motion() -> Iterator[None]:
         DepthTask.forward = original
 
 
+def lengths_from_distances(
+    translations: list[torch.Tensor], distances: list[torch.Tensor], level: torch.Tensor | None
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``translations`` (B, 3) and ``distances`` (B, 1), one of each per source frame: the same
+    directions with lengths ``distance * c``, ``c = sum |t| / sum distance``. With ``level`` (a
+    running value of ``c``), ``c`` takes that value and keeps the batch's gradient. Returns the
+    new translations and the batch's ``c`` (detached)."""
+    c = sum(t.norm(dim=-1).sum() for t in translations) / sum(d.sum() for d in distances)
+    batch_c = c.detach()
+    if level is not None:
+        c = c / batch_c * level
+    scaled = [
+        t / t.norm(dim=-1, keepdim=True).clamp_min(1e-9) * d * c
+        for t, d in zip(translations, distances)
+    ]
+    return scaled, batch_c
+
+
+@contextlib.contextmanager
+def known_distance_motion(
+    running: bool = False,
+    exact_direction: bool = False,
+    momentum: float = 0.01,
+    release_after: int | None = None,
+) -> Iterator[None]:
+    """The depth task's motion with each translation's length from the travelled distance
+    (and with ``exact_direction`` the rotation and direction from ``poses.txt``; with
+    ``release_after`` the preset first, then the pin released: see the module's docstring)."""
+    from visbricks.models.heads.depth import DepthDecoder
+    from visbricks.tasks.depth import DepthTask
+
+    original, original_pin = DepthTask.forward, DepthDecoder._pinned_mean
+    level: list[torch.Tensor] = []  # the running c, once a training batch has set it
+    steps = [0]  # training forwards so far
+
+    def released() -> bool:
+        return release_after is not None and steps[0] >= release_after
+
+    def pinned_mean(self, disp, scale):
+        if released() and self.fixed_scale_over != "image":  # frozen: no pin, no update
+            return self.running_mean[scale].to(disp.dtype)
+        return original_pin(self, disp, scale)
+
+    def forward(self, model, batch):
+        outputs = original(self, model, batch)
+        sources = self.frame_ids[1:]
+        motions = [outputs[("cam_T_cam", 0, f)] for f in sources]
+        distances = [
+            batch[("pose_gt", f)][:, :3, 3].float().norm(dim=-1, keepdim=True) for f in sources
+        ]
+        if release_after is not None:
+            translations = [m[:, :3, 3] for m in motions]
+            if model.training and not released():
+                steps[0] += 1
+                batch_c = lengths_from_distances(translations, distances, None)[1]
+                level[:] = [batch_c if not level else 0.95 * level[0] + 0.05 * batch_c]
+                if released():
+                    print(
+                        f"known distance: pin released at step {steps[0]}, c = "
+                        f"{level[0].item():.4f} depth units per metre",
+                        flush=True,
+                    )
+                return outputs
+            if not released():
+                return outputs
+            scaled = [
+                t / t.norm(dim=-1, keepdim=True).clamp_min(1e-9) * d * level[0]
+                for t, d in zip(translations, distances)
+            ]
+            return _with_translations(outputs, sources, motions, scaled)
+        scaled, batch_c = lengths_from_distances(
+            [m[:, :3, 3] for m in motions], distances, level[0] if running and level else None
+        )
+        if exact_direction:  # the same lengths along the true directions, the true rotation
+            truth = [batch[("pose_gt", f)].float() for f in sources]
+            scaled = [
+                g[:, :3, 3] / d * t.norm(dim=-1, keepdim=True)
+                for g, d, t in zip(truth, distances, scaled)
+            ]
+            motions = [torch.cat([g[:, :3, :3], m[:, :3, 3:]], 2) for g, m in zip(truth, motions)]
+        if running and model.training:
+            level[:] = [batch_c if not level else (1 - momentum) * level[0] + momentum * batch_c]
+        return _with_translations(outputs, sources, motions, scaled)
+
+    DepthTask.forward, DepthDecoder._pinned_mean = forward, pinned_mean
+    try:
+        with sequences_with_poses():
+            yield
+    finally:
+        DepthTask.forward, DepthDecoder._pinned_mean = original, original_pin
+
+
+def _with_translations(outputs: dict, sources, motions: list, translations: list) -> dict:
+    """``outputs`` with each source's motion rebuilt from its rotation and a new translation."""
+    bottom = motions[0].new_tensor([0.0, 0.0, 0.0, 1.0]).expand(len(motions[0]), 1, 4)
+    for f, motion, t in zip(sources, motions, translations):
+        outputs[("cam_T_cam", 0, f)] = torch.cat(
+            [torch.cat([motion[:, :3, :3], t[:, :, None]], 2), bottom], 1
+        )
+    return outputs
+
+
 def run_errors(run_path: str, overrides: list[str]) -> dict[str, np.ndarray]:
     from torch.utils.data import DataLoader
 
@@ -151,12 +269,29 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train-with-gt-motion", help="train depth with the ground-truth motion")
     t.add_argument("config", help="a preset or a YAML, as for visbricks train")
     t.add_argument("overrides", nargs="*", help="key=value overrides")
+    k = sub.add_parser(
+        "train-with-known-distance", help="each translation's length from the travelled distance"
+    )
+    k.add_argument("config", help="a preset or a YAML, as for visbricks train")
+    k.add_argument("--running", action="store_true", help="the running level with its gradient")
+    k.add_argument(
+        "--exact-direction", action="store_true", help="rotation and direction from poses.txt"
+    )
+    k.add_argument(
+        "--release-after", type=int, metavar="STEPS", help="the preset, then the pin released"
+    )
+    k.add_argument("overrides", nargs="*", help="key=value overrides")
     args = p.parse_args(argv)
     if args.command == "errors":
         print(f"{args.run}: " + summary(run_errors(args.run, args.overrides)))
         return
     from visbricks.cli import main as cli
 
+    if args.command == "train-with-known-distance":
+        with known_distance_motion(
+            args.running, args.exact_direction, release_after=args.release_after
+        ):
+            sys.exit(cli(["train", args.config, *args.overrides]))
     with ground_truth_motion():
         sys.exit(cli(["train", args.config, *args.overrides, "model.fixed_scale=false"]))
 

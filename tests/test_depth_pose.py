@@ -41,23 +41,28 @@ def test_motion_errors_match_a_hand_computation():
     assert "2 pairs" in dp.summary(errors)
 
 
-def test_training_with_the_ground_truth_motion_then_reading_the_pose_errors(tmp_path, capsys):
-    from visbricks.tasks.depth import DepthTask
-
+def _tiny_streets(tmp_path, name: str) -> list[str]:
+    """Overrides that train depth-driving for one epoch on two 6-frame streets (one for val)."""
     root = write_driving(
         tmp_path / "drive", sequences=2, frames=6, width=128, height=64, val_sequences=1, seed=2
     )
-    overrides = [
+    return [
         f"data.root={root}",
         "data.synth=null",
         "img_size={width: 128, height: 64}",
         "batch_size=2",
         "epochs=1",
         f"project={tmp_path / 'runs'}",
-        "name=gt-motion",
+        f"name={name}",
         "train.tensorboard=false",
         "data.cache=false",
     ]
+
+
+def test_training_with_the_ground_truth_motion_then_reading_the_pose_errors(tmp_path, capsys):
+    from visbricks.tasks.depth import DepthTask
+
+    overrides = _tiny_streets(tmp_path, "gt-motion")
     original = DepthTask.forward
     with pytest.raises(SystemExit) as done:
         dp.main(["train-with-gt-motion", "depth-driving", *overrides])
@@ -72,3 +77,40 @@ def test_training_with_the_ground_truth_motion_then_reading_the_pose_errors(tmp_
     assert np.isfinite(errors["length_ratio"]).all() and (errors["gt_length"] > 0).all()
     dp.main(["errors", "--run", str(run)])
     assert "8 pairs" in capsys.readouterr().out
+
+
+def test_lengths_from_distances_keep_directions_and_the_batch_level():
+    import torch
+
+    t = [torch.tensor([[0.0, 0.0, 0.2], [0.3, 0.0, 0.4]]), torch.tensor([[0.0, -0.1, 0.0]] * 2)]
+    d = [torch.tensor([[1.0], [2.0]]), torch.tensor([[1.0], [1.0]])]
+    scaled, c = dp.lengths_from_distances(t, d, None)
+    # Lengths 0.2 + 0.5 + 0.1 + 0.1 = 0.9 over distances 5: c = 0.18; each length = d * c.
+    assert c.item() == pytest.approx(0.18)
+    lengths = torch.cat([s.norm(dim=-1) for s in scaled])
+    assert lengths.tolist() == pytest.approx([0.18, 0.36, 0.18, 0.18])
+    for new, old in zip(scaled, t):  # directions unchanged
+        cos = (new * old).sum(-1) / (new.norm(dim=-1) * old.norm(dim=-1))
+        assert cos.tolist() == pytest.approx([1.0, 1.0])
+    # A running level sets the value; the gradient is still the batch's.
+    leaves = [x.clone().requires_grad_() for x in t]
+    scaled, c = dp.lengths_from_distances(leaves, d, torch.tensor(0.5))
+    assert scaled[0].norm(dim=-1).tolist() == pytest.approx([0.5, 1.0])
+    sum(s.norm(dim=-1).sum() for s in scaled).backward()
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in leaves)
+
+
+@pytest.mark.parametrize("flags", [["--running"], ["--exact-direction"], ["--release-after", "1"]])
+def test_training_with_known_distances_restores_the_task(tmp_path, capsys, flags):
+    from visbricks.models.heads.depth import DepthDecoder
+    from visbricks.tasks.depth import DepthTask
+
+    overrides = _tiny_streets(tmp_path, "known")
+    original, original_pin = DepthTask.forward, DepthDecoder._pinned_mean
+    with pytest.raises(SystemExit) as done:
+        dp.main(["train-with-known-distance", *flags, "depth-driving", *overrides])
+    assert done.value.code in (0, None)
+    assert DepthTask.forward is original and DepthDecoder._pinned_mean is original_pin
+    if "--release-after" in flags:  # 4 training samples, batch 2: step 2 trains released
+        assert "pin released at step 1," in capsys.readouterr().out
+    assert (tmp_path / "runs" / "depth" / "known" / "weights" / "best.safetensors").is_file()
