@@ -133,7 +133,9 @@ def lengths_from_distances(
     directions with lengths ``distance * c``, ``c = sum |t| / sum distance``. With ``level`` (a
     running value of ``c``), ``c`` takes that value and keeps the batch's gradient. Returns the
     new translations and the batch's ``c`` (detached)."""
-    c = sum(t.norm(dim=-1).sum() for t in translations) / sum(d.sum() for d in distances)
+    # A standing camera (distance 0) contributes nothing; the floors keep it from dividing by 0.
+    total = sum(d.sum() for d in distances).clamp_min(1e-9)
+    c = sum(t.norm(dim=-1).sum() for t in translations) / total
     batch_c = c.detach()
     if level is not None:
         c = c / batch_c * level
@@ -202,7 +204,7 @@ def known_distance_motion(
         if exact_direction:  # the same lengths along the true directions, the true rotation
             truth = [batch[("pose_gt", f)].float() for f in sources]
             scaled = [
-                g[:, :3, 3] / d * t.norm(dim=-1, keepdim=True)
+                g[:, :3, 3] / d.clamp_min(1e-9) * t.norm(dim=-1, keepdim=True)
                 for g, d, t in zip(truth, distances, scaled)
             ]
             motions = [torch.cat([g[:, :3, :3], m[:, :3, 3:]], 2) for g, m in zip(truth, motions)]
@@ -273,11 +275,12 @@ def main(argv: list[str] | None = None) -> None:
         "train-with-known-distance", help="each translation's length from the travelled distance"
     )
     k.add_argument("config", help="a preset or a YAML, as for visbricks train")
-    k.add_argument("--running", action="store_true", help="the running level with its gradient")
-    k.add_argument(
+    mode = k.add_mutually_exclusive_group()
+    mode.add_argument("--running", action="store_true", help="the running level, batch gradient")
+    mode.add_argument(
         "--exact-direction", action="store_true", help="rotation and direction from poses.txt"
     )
-    k.add_argument(
+    mode.add_argument(
         "--release-after", type=int, metavar="STEPS", help="the preset, then the pin released"
     )
     k.add_argument("overrides", nargs="*", help="key=value overrides")

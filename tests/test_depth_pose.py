@@ -114,3 +114,10 @@ def test_training_with_known_distances_restores_the_task(tmp_path, capsys, flags
     if "--release-after" in flags:  # 4 training samples, batch 2: step 2 trains released
         assert "pin released at step 1," in capsys.readouterr().out
     assert (tmp_path / "runs" / "depth" / "known" / "weights" / "best.safetensors").is_file()
+
+
+def test_known_distance_modes_are_alternatives(capsys):
+    with pytest.raises(SystemExit) as done:
+        dp.main(["train-with-known-distance", "--running", "--release-after", "5", "depth-driving"])
+    assert done.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
