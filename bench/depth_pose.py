@@ -133,17 +133,26 @@ def lengths_from_distances(
     directions with lengths ``distance * c``, ``c = sum |t| / sum distance``. With ``level`` (a
     running value of ``c``), ``c`` takes that value and keeps the batch's gradient. Returns the
     new translations and the batch's ``c`` (detached)."""
-    # A standing camera (distance 0) contributes nothing; the floors keep it from dividing by 0.
-    total = sum(d.sum() for d in distances).clamp_min(1e-9)
-    c = sum(t.norm(dim=-1).sum() for t in translations) / total
+    c = _level(translations, distances)
     batch_c = c.detach()
     if level is not None:
         c = c / batch_c * level
-    scaled = [
+    return _along(translations, distances, c), batch_c
+
+
+def _level(translations: list[torch.Tensor], distances: list[torch.Tensor]) -> torch.Tensor:
+    """``c = sum |t| / sum distance``: the translations' length per metre travelled."""
+    # A standing camera (distance 0) contributes nothing; the floor keeps it from dividing by 0.
+    total = sum(d.sum() for d in distances).clamp_min(1e-9)
+    return sum(t.norm(dim=-1).sum() for t in translations) / total
+
+
+def _along(translations: list[torch.Tensor], distances: list[torch.Tensor], c) -> list:
+    """Each translation's direction with the length ``distance * c``."""
+    return [
         t / t.norm(dim=-1, keepdim=True).clamp_min(1e-9) * d * c
         for t, d in zip(translations, distances)
     ]
-    return scaled, batch_c
 
 
 @contextlib.contextmanager
@@ -182,7 +191,7 @@ def known_distance_motion(
             translations = [m[:, :3, 3] for m in motions]
             if model.training and not released():
                 steps[0] += 1
-                batch_c = lengths_from_distances(translations, distances, None)[1]
+                batch_c = _level(translations, distances).detach()
                 level[:] = [batch_c if not level else 0.95 * level[0] + 0.05 * batch_c]
                 if released():
                     print(
@@ -193,10 +202,7 @@ def known_distance_motion(
                 return outputs
             if not released():
                 return outputs
-            scaled = [
-                t / t.norm(dim=-1, keepdim=True).clamp_min(1e-9) * d * level[0]
-                for t, d in zip(translations, distances)
-            ]
+            scaled = _along(translations, distances, level[0])  # no gradient to the level
             return _with_translations(outputs, sources, motions, scaled)
         scaled, batch_c = lengths_from_distances(
             [m[:, :3, 3] for m in motions], distances, level[0] if running and level else None
