@@ -28,10 +28,12 @@ the batch (with ``--running`` the running mean of ``c``'s value with the batch's
 preset from the ground-truth-motion run. With ``--exact-direction`` the rotation and the
 translation's direction come from ``poses.txt`` too: only the level ``c`` is the pose net's, so
 the motion is exact in the pinned depth's own scale. With ``--release-after STEPS`` the preset
-trains unchanged for that many steps while the running level ``c`` is tracked; then the depth
-pin is released (the running mean it divides by is frozen, so the depth net may scale freely)
-and each translation is the pose net's direction times the distance times the frozen ``c``:
-an unpinned depth net in metres times ``c``, without the collapse an unpinned start meets.
+trains pinned for that many steps while the running level ``c`` is tracked; then the depth
+pin is released (``model.fixed_scale_steps=STEPS``: the running mean it divides by stays, so
+the depth net may scale freely) and each translation is the pose net's direction times the
+distance times the frozen ``c``: an unpinned depth net in metres times ``c``, without the
+collapse an unpinned start meets. The other modes keep the pin for the whole run
+(``model.fixed_scale_steps=null``), as their rows in docs/benchmarks.md were measured.
 """
 
 from __future__ import annotations
@@ -164,23 +166,18 @@ def known_distance_motion(
 ) -> Iterator[None]:
     """The depth task's motion with each translation's length from the travelled distance
     (and with ``exact_direction`` the rotation and direction from ``poses.txt``; with
-    ``release_after`` the preset first, then the pin released: see the module's docstring)."""
-    from visbricks.models.heads.depth import DepthDecoder
+    ``release_after`` the preset first, then, once the model's ``fixed_scale_steps`` pin is
+    released, the distance: see the module's docstring)."""
     from visbricks.tasks.depth import DepthTask
 
-    original, original_pin = DepthTask.forward, DepthDecoder._pinned_mean
+    original = DepthTask.forward
     level: list[torch.Tensor] = []  # the running c, once a training batch has set it
-    steps = [0]  # training forwards so far
-
-    def released() -> bool:
-        return release_after is not None and steps[0] >= release_after
-
-    def pinned_mean(self, disp, scale):
-        if released() and self.fixed_scale_over != "image":  # frozen: no pin, no update
-            return self.running_mean[scale].to(disp.dtype)
-        return original_pin(self, disp, scale)
+    announced = [False]
 
     def forward(self, model, batch):
+        decoder = getattr(model, "module", model).depth_decoder  # DDP keeps the model inside
+        # Read before the forward, which counts this batch: was this batch trained released?
+        released = release_after is not None and decoder.released
         outputs = original(self, model, batch)
         sources = self.frame_ids[1:]
         motions = [outputs[("cam_T_cam", 0, f)] for f in sources]
@@ -189,19 +186,20 @@ def known_distance_motion(
         ]
         if release_after is not None:
             translations = [m[:, :3, 3] for m in motions]
-            if model.training and not released():
-                steps[0] += 1
-                batch_c = _level(translations, distances).detach()
-                level[:] = [batch_c if not level else 0.95 * level[0] + 0.05 * batch_c]
-                if released():
-                    print(
-                        f"known distance: pin released at step {steps[0]}, c = "
-                        f"{level[0].item():.4f} depth units per metre",
-                        flush=True,
-                    )
+            if not released:
+                if model.training:
+                    batch_c = _level(translations, distances).detach()
+                    level[:] = [batch_c if not level else 0.95 * level[0] + 0.05 * batch_c]
                 return outputs
-            if not released():
-                return outputs
+            if not level:
+                raise SystemExit("depth_pose: released before any pinned step set the level")
+            if not announced[0]:
+                announced[0] = True
+                print(
+                    f"known distance: pin released at step {int(decoder.pinned_steps)}, c = "
+                    f"{level[0].item():.4f} depth units per metre",
+                    flush=True,
+                )
             scaled = _along(translations, distances, level[0])  # no gradient to the level
             return _with_translations(outputs, sources, motions, scaled)
         scaled, batch_c = lengths_from_distances(
@@ -218,12 +216,12 @@ def known_distance_motion(
             level[:] = [batch_c if not level else (1 - momentum) * level[0] + momentum * batch_c]
         return _with_translations(outputs, sources, motions, scaled)
 
-    DepthTask.forward, DepthDecoder._pinned_mean = forward, pinned_mean
+    DepthTask.forward = forward
     try:
         with sequences_with_poses():
             yield
     finally:
-        DepthTask.forward, DepthDecoder._pinned_mean = original, original_pin
+        DepthTask.forward = original
 
 
 def _with_translations(outputs: dict, sources, motions: list, translations: list) -> dict:
@@ -297,10 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     from visbricks.cli import main as cli
 
     if args.command == "train-with-known-distance":
+        # The pin held for the whole run (as those rows were measured), or the model's own
+        # release after STEPS batches.
+        release = "null" if args.release_after is None else str(args.release_after)
         with known_distance_motion(
             args.running, args.exact_direction, release_after=args.release_after
         ):
-            sys.exit(cli(["train", args.config, *args.overrides]))
+            overrides = [*args.overrides, f"model.fixed_scale_steps={release}"]
+            sys.exit(cli(["train", args.config, *overrides]))
     with ground_truth_motion():
         sys.exit(cli(["train", args.config, *args.overrides, "model.fixed_scale=false"]))
 

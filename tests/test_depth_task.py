@@ -188,6 +188,61 @@ def test_fixed_scale_over_running_trains_at_the_running_mean_with_the_batch_grad
     assert abs(grad.item()) < 1e-6 * value.sum().item()
 
 
+def test_fixed_scale_steps_releases_the_pin_after_its_count_and_a_resume_stays_released(drive):
+    from visbricks.models.blocks import output_conv
+    from visbricks.models.depth import DepthModel
+
+    torch.manual_seed(0)
+    pin = {"fixed_scale": True, "fixed_scale_over": "running"}
+    model = DepthModel("resnet18", "mobilenet_v3_small", **pin, fixed_scale_steps=2).train()
+    decoder = model.depth_decoder
+    init = decoder.init_disp
+    images = torch.randn(2, 3, 64, 128)
+    for _ in range(2):  # pinned: the running mean follows the batch's
+        before = decoder.running_mean.clone()
+        with torch.no_grad():
+            model(images)
+        assert not torch.equal(decoder.running_mean, before)
+    assert int(decoder.pinned_steps) == 2 and decoder.released
+    # Released: the raw disparity times one constant per scale, the running mean kept.
+    frozen = decoder.running_mean.clone()
+    raw = torch.sigmoid(decoder.decoder(model.depth_encoder(images))[0])
+    out = model(images)[("disp", 0)]
+    torch.testing.assert_close(out, (raw * init / frozen[0]).clamp(max=1))
+    torch.testing.assert_close(decoder.running_mean, frozen)
+    assert int(decoder.pinned_steps) == 2
+    # A raw drift far beyond the pin's 1.25x clip now reaches the output (pinned, the output's
+    # batch mean stayed at 1.25 * init: the test above).
+    for head in decoder.decoder.predict.values():
+        output_conv(head).bias.data.fill_(decoder.init_logit + 1.5)
+    with torch.no_grad():
+        raw = torch.sigmoid(decoder.decoder(model.depth_encoder(images))[0])
+        out = model(images)[("disp", 0)]
+    assert raw.mean().item() / frozen[0].item() > 2
+    assert out.mean().item() > 1.5 * init
+    torch.testing.assert_close(out, (raw * init / frozen[0]).clamp(max=1))
+    # The count is saved with the weights: a run resumed after the release stays released;
+    # a model without the option has no such key, so older files load as before.
+    resumed = DepthModel("resnet18", "mobilenet_v3_small", **pin, fixed_scale_steps=2)
+    assert not resumed.depth_decoder.released
+    resumed.load_state_dict(model.state_dict())
+    assert resumed.depth_decoder.released
+    plain = DepthModel("resnet18", "mobilenet_v3_small", **pin)
+    assert "depth_decoder.pinned_steps" not in plain.state_dict()
+    unpinned = DepthModel("resnet18", "mobilenet_v3_small", fixed_scale_steps=2)  # nothing to free
+    assert unpinned.depth_decoder.fixed_scale_steps is None
+    assert "depth_decoder.pinned_steps" not in unpinned.state_dict()
+    # The config key reaches the decoder; a per-image pin or a negative count is refused.
+    built = build_task(_config(drive, None, "model.fixed_scale_steps=7")).build_model(False)
+    assert built.depth_decoder.fixed_scale_steps == 7
+    with pytest.raises(ConfigError, match="fixed_scale_steps"):
+        build_task(
+            _config(drive, None, "model.fixed_scale_steps=7", "model.fixed_scale_over=image")
+        ).build_model(False)
+    with pytest.raises(ConfigError, match="fixed_scale_steps"):
+        load_config("depth-driving", ["model.fixed_scale_steps=-1"])
+
+
 class _PairProbe(nn.Module):
     """Depth: a constant disparity. Pose: translation = mean(first frame) - mean(second frame),
     so the order in which the task stacks a pair is visible in the output."""

@@ -63,6 +63,7 @@ class DepthModel(nn.Module):
         head_args: dict | None = None,
         backbone_args: dict | None = None,
         pose_frames: int = 2,
+        fixed_scale_steps: int | None = None,
     ) -> None:
         super().__init__()
         # backbone_args (e.g. min_stride: 2, Monodepth2's skip at stride 2) shape the depth
@@ -84,6 +85,8 @@ class DepthModel(nn.Module):
             init_disp=init_disp,
             fixed_scale=fixed_scale,
             fixed_scale_over=fixed_scale_over,
+            # Passed only when set: a head without the option keeps working.
+            **({"fixed_scale_steps": fixed_scale_steps} if fixed_scale_steps is not None else {}),
         )
         # Frames stacked on channels: the pose net sees every view at every layer. Two frames
         # give one motion; n frames (Monodepth2's "all" input) give the n - 1 sources' motions.

@@ -57,6 +57,15 @@ class DepthDecoder(nn.Module):
     Renormalization clips its r: unclipped (0.133 in one run) the output drifted to zero
     disparity with the running mean when the raw disparities moved faster than it follows (40
     Adam steps at lr 1e-3 on one batch).
+
+    ``fixed_scale_steps`` releases the batch or running pin after that many training batches
+    (ignored without ``fixed_scale``: nothing to release): the running mean then stays at its
+    last value, the output is the raw disparity times one constant per scale, and the depth net
+    may change its scale with the pose net's translation, as an unpinned Monodepth2 does. The
+    pin is needed only for the start (the collapse above happens in the first ~15 steps); kept
+    on, it costs accuracy: with the ground-truth motion the pinned depth reached abs_rel 0.141,
+    the unpinned 0.112 (docs/benchmarks.md, depth). The count is a buffer, so a resumed run
+    releases on time.
     """
 
     output_stride = 1  # ("disp", 0) is at the input size; its keys depend on ``scales``
@@ -74,6 +83,7 @@ class DepthDecoder(nn.Module):
         block_args: dict | None = None,
         attention: str | None = None,
         upsample: str = "nearest",
+        fixed_scale_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.init_disp = init_disp
@@ -85,6 +95,16 @@ class DepthDecoder(nn.Module):
                 f"got {fixed_scale_over!r}"
             )
         self.fixed_scale_over = fixed_scale_over
+        if not fixed_scale:
+            fixed_scale_steps = None  # no pin, nothing to release
+        if fixed_scale_steps is not None and (fixed_scale_over == "image" or fixed_scale_steps < 0):
+            # A per-image pin has no running mean to keep once released.
+            raise ConfigError(
+                "model.fixed_scale_steps needs model.fixed_scale_over batch or running and a "
+                f"count >= 0, got fixed_scale_over={fixed_scale_over!r}, "
+                f"fixed_scale_steps={fixed_scale_steps} (set model.fixed_scale_steps=null)"
+            )
+        self.fixed_scale_steps = fixed_scale_steps
         if strides[-1] != 2 ** (len(channels)):
             raise ConfigError(
                 f"depth decoder needs an encoder whose last stride is {2 ** len(channels)}, "
@@ -110,18 +130,33 @@ class DepthDecoder(nn.Module):
         if fixed_scale and fixed_scale_over in ("batch", "running"):
             # Index s: the batch-mean disparity at 1/2**s of the input, what evaluation divides by.
             self.register_buffer("running_mean", torch.full((scales,), float(init_disp)))
+        if fixed_scale_steps is not None:
+            # Only with the option: checkpoints written without it load unchanged.
+            self.register_buffer("pinned_steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, features: list[Tensor]) -> dict:
         outputs = {}
         disps = self.decoder(features)
+        # Only training reads the count: evaluation divides by the running mean either way, and
+        # an export then traces no tensor-to-int.
+        released = self.training and self.released
+        if self.training and self.fixed_scale_steps is not None and not released:
+            self.pinned_steps += 1
         # Coarsest first, the order the scales were always listed in.
         for stride, logit in reversed(list(zip(self.decoder.strides, disps))):
             disp = torch.sigmoid(logit)
             scale = int(math.log2(stride))
             if self.fixed_scale:
-                disp = (disp * (self.init_disp / self._pinned_mean(disp, scale))).clamp(max=1)
+                mean = self.running_mean[scale] if released else self._pinned_mean(disp, scale)
+                disp = (disp * (self.init_disp / mean.to(disp.dtype))).clamp(max=1)
             outputs[("disp", scale)] = disp
         return outputs
+
+    @property
+    def released(self) -> bool:
+        """Whether ``fixed_scale_steps`` training batches have passed (the pin is off)."""
+        steps = self.fixed_scale_steps
+        return steps is not None and int(self.pinned_steps) >= steps
 
     def _pinned_mean(self, disp: Tensor, scale: int) -> Tensor:
         """The mean that ``disp`` is divided by: per image, or the batch's (running at eval)."""

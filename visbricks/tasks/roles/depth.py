@@ -143,6 +143,7 @@ class DepthModelRole(ModelRole):
                 head_args=dict(m.get("head_args") or {}),
                 backbone_args=dict(m.get("backbone_args") or {}),
                 pose_frames=len(self.frame_ids) if self.pose_input == "all" else 2,
+                fixed_scale_steps=m.get("fixed_scale_steps"),
             )
         if load_pretrained:
             self.load_pretrained(model)
