@@ -120,6 +120,17 @@ def ground_truth_motion() -> Iterator[None]:
             outputs[("cam_T_cam", 0, f)] = batch[("pose_gt", f)].float()
         return outputs
 
+    with _task_forward(forward):
+        yield
+
+
+@contextlib.contextmanager
+def _task_forward(forward) -> Iterator[None]:
+    """``DepthTask.forward`` replaced by ``forward`` on sequences that load ``poses.txt``; the
+    original restored after."""
+    from visbricks.tasks.depth import DepthTask
+
+    original = DepthTask.forward
     DepthTask.forward = forward
     try:
         with sequences_with_poses():
@@ -184,8 +195,8 @@ def known_distance_motion(
         distances = [
             batch[("pose_gt", f)][:, :3, 3].float().norm(dim=-1, keepdim=True) for f in sources
         ]
+        translations = [m[:, :3, 3] for m in motions]
         if release_after is not None:
-            translations = [m[:, :3, 3] for m in motions]
             if not released:
                 if model.training:
                     batch_c = _level(translations, distances).detach()
@@ -203,7 +214,7 @@ def known_distance_motion(
             scaled = _along(translations, distances, level[0])  # no gradient to the level
             return _with_translations(outputs, sources, motions, scaled)
         scaled, batch_c = lengths_from_distances(
-            [m[:, :3, 3] for m in motions], distances, level[0] if running and level else None
+            translations, distances, level[0] if running and level else None
         )
         if exact_direction:  # the same lengths along the true directions, the true rotation
             truth = [batch[("pose_gt", f)].float() for f in sources]
@@ -216,12 +227,8 @@ def known_distance_motion(
             level[:] = [batch_c if not level else (1 - momentum) * level[0] + momentum * batch_c]
         return _with_translations(outputs, sources, motions, scaled)
 
-    DepthTask.forward = forward
-    try:
-        with sequences_with_poses():
-            yield
-    finally:
-        DepthTask.forward = original
+    with _task_forward(forward):
+        yield
 
 
 def _with_translations(outputs: dict, sources, motions: list, translations: list) -> dict:
