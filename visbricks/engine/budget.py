@@ -6,9 +6,12 @@ budget and ends exactly at its final value, and the last epoch may be partial. T
 a few steps on the provisional schedule, measures the step time (the first step, which pays for
 loader start-up and allocation, is left out) and estimates one validation, then fixes the total
 step count and how often to validate. The plan is corrected only when the measured pace says the
-run would end more than ``tolerance`` of the budget off (another job started on the machine,
-validation got slower as detections appeared), checked at every epoch end and every tenth of the
-planned steps. Everything is kept in seconds of *this run's* time, carried across ``resume``.
+run would end more than ``tolerance`` of the budget early or ``overrun`` of it late (another job
+started on the machine, validation got slower as detections appeared), checked at every epoch end
+and every tenth of the planned steps. A budget is a promise to end by it, so a late end is
+corrected sooner (``overrun``, 1 % of the budget) than an early one (``tolerance``, 3 %): 3 %
+both ways let a 1,020 s run end at 1,050 s. Everything is kept in seconds of *this run's* time,
+carried across ``resume``.
 
 Pure bookkeeping with an injectable clock, so the planning is tested without timing anything.
 """
@@ -45,6 +48,7 @@ class TimeBudget:
         min_val_every: int = 1,
         measure_steps: int = 8,
         tolerance: float = 0.03,
+        overrun: float = 0.01,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.seconds = float(seconds)
@@ -52,6 +56,7 @@ class TimeBudget:
         self.min_val_every = max(1, min_val_every)
         self.measure_steps = max(2, measure_steps)
         self.tolerance = tolerance
+        self.overrun = min(overrun, tolerance)
         self.clock = clock
         self.plan: Plan | None = None
         self.spent = 0.0  # seconds of earlier processes (resume)
@@ -163,9 +168,9 @@ class TimeBudget:
         val_s: float | None = None,
         overhead_s: float | None = None,
     ) -> Plan | None:
-        """Re-plan when the projected end is more than ``tolerance`` of the budget off; the new
-        plan, or None when the current one holds. Measured validation/overhead times replace
-        the estimates first."""
+        """Re-plan when the projected end is more than ``tolerance`` of the budget early or
+        ``overrun`` of it late; the new plan, or None when the current one holds. Measured
+        validation/overhead times replace the estimates first."""
         plan = self.plan
         if plan is None or steps_done >= plan.total_steps:
             return None
@@ -175,7 +180,7 @@ class TimeBudget:
         if overhead_s is not None:
             plan.overhead_s = (plan.overhead_s + overhead_s) / 2 if plan.overhead_s else overhead_s
         end = self.projected_end(steps_done, epochs_done)
-        if abs(end - self.seconds) <= self.tolerance * self.seconds:
+        if -self.tolerance * self.seconds <= end - self.seconds <= self.overrun * self.seconds:
             return None
         step_s = self.pace() if self.can_measure() else plan.step_s
         self.replans += 1
