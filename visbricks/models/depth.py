@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from .backbones import build_backbone
@@ -64,8 +65,14 @@ class DepthModel(nn.Module):
         backbone_args: dict | None = None,
         pose_frames: int = 2,
         fixed_scale_steps: int | None = None,
+        count_batches: bool = False,
     ) -> None:
         super().__init__()
+        if count_batches:
+            # Training batches the pose branch has seen (loss.pose_refine starts after a number
+            # of them); a buffer, so a resumed run counts on. Only with the option: checkpoints
+            # written without it load unchanged.
+            self.register_buffer("trained_batches", torch.zeros((), dtype=torch.long))
         # backbone_args (e.g. min_stride: 2, Monodepth2's skip at stride 2) shape the depth
         # encoder; the pose encoder only feeds its coarsest map to the pose decoder.
         self.depth_encoder = build_backbone(
@@ -102,4 +109,6 @@ class DepthModel(nn.Module):
     def predict_pose(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Motion within ``frames`` (B, nC, H, W), n stacked frames: (axisangle, translation),
         each (B, n - 1, 3)."""
+        if self.training and hasattr(self, "trained_batches"):
+            self.trained_batches += 1
         return self.pose_decoder(self.pose_encoder(frames)[-1])

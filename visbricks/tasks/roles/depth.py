@@ -144,6 +144,7 @@ class DepthModelRole(ModelRole):
                 backbone_args=dict(m.get("backbone_args") or {}),
                 pose_frames=len(self.frame_ids) if self.pose_input == "all" else 2,
                 fixed_scale_steps=m.get("fixed_scale_steps"),
+                count_batches=bool(self.cfg.loss.get("pose_refine")),
             )
         if load_pretrained:
             self.load_pretrained(model)
