@@ -5,6 +5,9 @@ with the network outputs detached (so it stops at them), then the networks' back
 by the gradients the loss produced. The loss's share of the step is then visible on its own.
 
     python bench/depth_step.py [--preset depth-driving] [--batch 12] [--steps 10] [key=value ...]
+
+With ``loss.pose_refine`` on (the preset's) the loss includes the direct alignment, as in every
+step after ``loss.pose_refine_after``; ``loss.pose_refine=0`` times the loss without it.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def step(task, model, batch) -> dict[str, float]:
     aa, tr = axisangle.detach().requires_grad_(), translation.detach().requires_grad_()
 
     def loss_forward():
-        return task.loss({**disps, **task.pose_outputs(aa, tr)}, batch)["loss"]
+        outputs = {**disps, **task.pose_outputs(aa, tr)}
+        # A step after loss.pose_refine_after: the direct alignment runs inside the loss.
+        outputs["align"] = bool(task.pose_refine)
+        return task.loss(outputs, batch)["loss"]
 
     loss, times["loss_fwd"] = timed(loss_forward)
     _, times["loss_bwd"] = timed(loss.backward)
@@ -94,6 +100,7 @@ def main() -> None:
         f"{cfg.name}: {cfg.model.backbone} (pose: {pose_backbone}), "
         f"{w}x{h}, batch {batch_size}, {len(task.frame_ids) - 1} source frames, "
         f"{torch.get_num_threads()} threads, median of {args.steps} steps"
+        + (f"; the loss with {task.pose_refine} alignment steps" if task.pose_refine else "")
     )
     print(f"{'part':<12}{'forward ms':>12}{'backward ms':>13}{'total ms':>10}{'share':>8}")
     for part in ("depth", "pose", "loss"):

@@ -233,11 +233,19 @@ def test_fixed_scale_steps_releases_the_pin_after_its_count_and_a_resume_stays_r
     assert unpinned.depth_decoder.fixed_scale_steps is None
     assert "depth_decoder.pinned_steps" not in unpinned.state_dict()
     # The config key reaches the decoder; a per-image pin or a negative count is refused.
-    built = build_task(_config(drive, None, "model.fixed_scale_steps=7")).build_model(False)
+    built = build_task(
+        _config(drive, None, "model.fixed_scale_steps=7", "loss.pose_refine=0")
+    ).build_model(False)
     assert built.depth_decoder.fixed_scale_steps == 7
     with pytest.raises(ConfigError, match="fixed_scale_steps"):
         build_task(
-            _config(drive, None, "model.fixed_scale_steps=7", "model.fixed_scale_over=image")
+            _config(
+                drive,
+                None,
+                "model.fixed_scale_steps=7",
+                "model.fixed_scale_over=image",
+                "loss.pose_refine=0",
+            )
         ).build_model(False)
     with pytest.raises(ConfigError, match="fixed_scale_steps"):
         load_config("depth-driving", ["model.fixed_scale_steps=-1"])
@@ -258,7 +266,7 @@ class _PairProbe(nn.Module):
 
 
 def test_pose_net_sees_each_pair_in_time_order_and_the_past_is_inverted(drive):
-    task = build_task(_config(drive))
+    task = build_task(_config(drive, None, "loss.pose_refine=0"))  # the probe counts no batches
     batch = {
         ("color_aug", f, 0): torch.full((2, 3, 64, 128), float(v))
         for f, v in ((0, 1.0), (-1, 3.0), (1, 7.0))
@@ -288,7 +296,7 @@ class _AllFramesProbe(_PairProbe):
 
 
 def test_pose_input_all_stacks_every_frame_in_time_order_once(drive):
-    task = build_task(_config(drive, None, "model.pose_input=all"))
+    task = build_task(_config(drive, None, "model.pose_input=all", "loss.pose_refine=0"))
     model = task.build_model(load_pretrained=False)
     # Three frames in, one motion per source out.
     assert model.predict_pose(torch.zeros(2, 9, 64, 128))[1].shape == (2, 2, 3)
