@@ -255,9 +255,12 @@ class _PairProbe(nn.Module):
     """Depth: a constant disparity. Pose: translation = mean(first frame) - mean(second frame),
     so the order in which the task stacks a pair is visible in the output."""
 
-    def forward(self, images):
+    def forward(self, images, pose_frames=None):
         b, _, h, w = images.shape
-        return {("disp", s): torch.full((b, 1, h // 2**s, w // 2**s), 0.5) for s in range(4)}
+        out = {("disp", s): torch.full((b, 1, h // 2**s, w // 2**s), 0.5) for s in range(4)}
+        if pose_frames is not None:  # DepthModel's contract: one call for both networks
+            out["pose"] = self.predict_pose(pose_frames)
+        return out
 
     def predict_pose(self, pairs):
         first, second = pairs[:, :3].mean((1, 2, 3)), pairs[:, 3:].mean((1, 2, 3))

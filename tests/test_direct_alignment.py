@@ -161,6 +161,30 @@ def test_pose_refine_warps_with_the_aligned_motion_after_its_start_and_trains_th
     assert math.isfinite(terms["pose"].item()) and terms["pose"].item() >= 0
 
 
+def test_depth_task_trains_through_a_ddp_wrapper(drive):
+    """Under torchrun the task gets DistributedDataParallel, which has only ``forward``: both
+    networks run through it and the batch count is read from the wrapped model."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader
+
+    task = build_task(_config(drive, "loss.pose_refine=2", "loss.pose_refine_after=1"))
+    batch = next(iter(DataLoader(task.build_data().train, batch_size=2)))
+    model = task.build_model(load_pretrained=False).train()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(model)
+        assert not hasattr(wrapped, "predict_pose")
+        aligned = [task.forward(wrapped, batch)["align"] for _ in range(2)]
+        outputs = task.forward(wrapped, batch)
+        task.loss(outputs, batch)["loss"].backward()
+    finally:
+        dist.destroy_process_group()
+    assert aligned == [False, True] and int(model.trained_batches) == 3
+    for net in (model.pose_encoder, model.depth_encoder):
+        assert sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None) > 0
+
+
 def test_pose_refine_needs_the_pin_kept(drive):
     with pytest.raises(ConfigError, match=r"loss.pose_refine needs .*fixed_scale_steps=200"):
         build_task(_config(drive, "loss.pose_refine=3", "model.fixed_scale_steps=200"))

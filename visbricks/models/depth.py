@@ -102,9 +102,15 @@ class DepthModel(nn.Module):
         )
         self.pose_decoder = PoseDecoder(self.pose_encoder.out_channels[-1], poses=pose_frames - 1)
 
-    def forward(self, images: Tensor) -> dict:
-        """``{("disp", s): (B, 1, H / 2**s, W / 2**s)}`` sigmoid disparities."""
-        return self.depth_decoder(self.depth_encoder(images))
+    def forward(self, images: Tensor, pose_frames: Tensor | None = None) -> dict:
+        """``{("disp", s): (B, 1, H / 2**s, W / 2**s)}`` sigmoid disparities; with
+        ``pose_frames`` also ``"pose"``: :meth:`predict_pose` of them. Training goes through
+        here, not through ``predict_pose``: a DistributedDataParallel wrapper only has
+        ``forward``, and only a call through it prepares its gradient all-reduce."""
+        outputs = self.depth_decoder(self.depth_encoder(images))
+        if pose_frames is not None:
+            outputs = {**outputs, "pose": self.predict_pose(pose_frames)}
+        return outputs
 
     def predict_pose(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Motion within ``frames`` (B, nC, H, W), n stacked frames: (axisangle, translation),

@@ -82,10 +82,13 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
 
     def forward(self, model: nn.Module, batch: dict) -> dict:
         """Disparity of the target at every scale and the motion from it to each source."""
-        outputs = dict(model(batch[("color_aug", 0, 0)]))
-        outputs.update(self.pose_outputs(*model.predict_pose(self.pose_frames(batch))))
+        # One call for both networks: under torchrun ``model`` is the DDP wrapper, which has
+        # no other method and syncs gradients only for what its forward ran.
+        outputs = dict(model(batch[("color_aug", 0, 0)], pose_frames=self.pose_frames(batch)))
+        outputs.update(self.pose_outputs(*outputs.pop("pose")))
         if self.pose_refine:  # the count includes this batch (predict_pose adds it)
-            outputs["align"] = int(model.trained_batches) > self.pose_refine_after
+            counted = getattr(model, "module", model).trained_batches  # the buffer, unwrapped
+            outputs["align"] = int(counted) > self.pose_refine_after
         return outputs
 
     def infer(self, model: nn.Module, images: torch.Tensor) -> dict:
