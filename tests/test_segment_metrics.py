@@ -134,6 +134,39 @@ def test_dice_is_zero_for_perfect_prediction_and_float32_under_bf16():
     assert torch.isfinite(logits.grad).all()
 
 
+def _dice_by_one_hot(logits, target, num_classes, ignore=255):
+    """The textbook soft Dice: a one-hot map of the labels, products and sums per class."""
+    valid = (target != ignore)[:, None].float()
+    prob = logits.float().softmax(1) * valid
+    onehot = F.one_hot(target.clamp(max=num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
+    inter, denom = (prob * onehot).sum((0, 2, 3)), (prob + onehot).sum((0, 2, 3))
+    return 1 - ((2 * inter + 1) / (denom + 1)).mean()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dice_and_weighted_smoothed_ce_equal_their_textbook_forms_with_gradients(channels_last):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 5, 12, 10, generator=g) * 2
+    target = torch.randint(0, 5, (3, 12, 10), generator=g)
+    target[1, :4] = 255
+    target[target == 4] = 2  # class 4 absent from the labels: scores by the smoothing alone
+    weights = [0.5, 2.0, 1.0, 3.0, 1.5]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    ours_in = logits.clone().contiguous(memory_format=layout).requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    loss = SegmentationLoss(5, class_weights=weights, dice_weight=0.7, label_smoothing=0.1)
+    terms = loss(ours_in, target)
+    ref_ce = F.cross_entropy(
+        ref_in, target, weight=torch.tensor(weights), ignore_index=255, label_smoothing=0.1
+    )
+    ref_dice = _dice_by_one_hot(ref_in, target, 5)
+    assert terms["ce"].item() == pytest.approx(ref_ce.item(), rel=1e-5)
+    assert terms["dice"].item() == pytest.approx(ref_dice.item(), rel=1e-5)
+    terms["loss"].backward()
+    (ref_ce + 0.7 * ref_dice).backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-4, atol=1e-7)
+
+
 def _jaccard_loss_of_set(wrong: list[int], fg: list[bool]) -> float:
     """Δ_J of the paper: |M| / |{y = c} ∪ M| for the mispredicted pixel set M (0 for empty)."""
     union = {i for i, f in enumerate(fg) if f} | set(wrong)

@@ -83,14 +83,16 @@ class SegmentationLoss(nn.Module):
         # fail on it with an opaque device assert: treat it as ignored (data check reports it).
         valid &= (target >= 0) & (target < self.num_classes)
         safe_target = torch.where(valid, target, torch.zeros_like(target))
+        # One log-softmax of the whole map serves every term (CE, OHEM, Dice, Lovász), not one
+        # per term.
+        log_prob = logits.log_softmax(1)
         terms: dict[str, torch.Tensor] = {}
         total = logits.new_zeros(())
         if self.ce_weight > 0:
-            ce = self._cross_entropy(logits, safe_target, valid)
+            ce = self._cross_entropy(log_prob, safe_target, valid)
             terms["ce"] = ce.detach()
             total = total + self.ce_weight * ce
-        # Dice and Lovász share one softmax of the whole logit map (the costliest part of both).
-        prob = logits.softmax(1) if self.dice_weight > 0 or self.lovasz_weight > 0 else None
+        prob = log_prob.exp() if self.dice_weight > 0 or self.lovasz_weight > 0 else None
         if self.dice_weight > 0:
             dice = self._dice(prob, safe_target, valid)
             terms["dice"] = dice.detach()
@@ -103,16 +105,22 @@ class SegmentationLoss(nn.Module):
         return terms
 
     def _cross_entropy(
-        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+        self, log_prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        per_pixel = F.cross_entropy(
-            logits, target, weight=weight, reduction="none", label_smoothing=self.label_smoothing
-        )
+        weight = None if self.class_weights is None else self.class_weights.to(log_prob.device)
+        if self.label_smoothing > 0:
+            # cross_entropy of log-probabilities is exact (a log-softmax of them changes
+            # nothing); it is the one form that smooths labels with class weights.
+            per_pixel = F.cross_entropy(
+                log_prob, target, weight=weight, reduction="none",
+                label_smoothing=self.label_smoothing,
+            )  # fmt: skip
+        else:
+            per_pixel = F.nll_loss(log_prob, target, weight=weight, reduction="none")
         keep = valid
         if self.ohem_thresh is not None:
             with torch.no_grad():
-                prob = logits.softmax(1).gather(1, target[:, None])[:, 0]
+                prob = log_prob.gather(1, target[:, None])[:, 0].exp()
                 prob = torch.where(valid, prob, torch.ones_like(prob))  # ignored: never "hard"
                 n_valid = int(valid.sum())
                 min_kept = min(self.ohem_min_kept, n_valid)
@@ -131,14 +139,17 @@ class SegmentationLoss(nn.Module):
         return (per_pixel * keep).sum() / denom.clamp_min(1e-6)
 
     def _dice(self, prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        prob = prob * valid[:, None]
-        onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
-        onehot = onehot * valid[:, None]
-        dims = (0, 2, 3)
-        inter = (prob * onehot).sum(dims)
-        denom = prob.sum(dims) + onehot.sum(dims)
+        # Per class, without a one-hot map (with one, Dice took two thirds of the loss's time
+        # on 8 x 384x288 x 11 classes): |P| sums the probabilities over labelled pixels, |P∩G|
+        # scatters each pixel's true-class probability onto its class, |G| counts its pixels.
+        c = prob.shape[1]
+        validf = valid.to(prob.dtype)
+        total_prob = (prob * validf[:, None]).sum((0, 2, 3))
+        true_prob = prob.gather(1, target[:, None])[:, 0] * validf  # 0 where ignored
+        inter = prob.new_zeros(c).scatter_add(0, target.flatten(), true_prob.flatten())
+        count = torch.bincount(target[valid], minlength=c).to(prob.dtype)
         # smooth = 1 (mmseg's DiceLoss): a class absent from both scores ≈ 1 instead of 0/0.
-        dice = (2 * inter + 1.0) / (denom + 1.0)
+        dice = (2 * inter + 1.0) / (total_prob + count + 1.0)
         return 1.0 - dice.mean()
 
     def _lovasz(
