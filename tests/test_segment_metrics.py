@@ -143,8 +143,9 @@ def _dice_by_one_hot(logits, target, num_classes, ignore=255):
     return 1 - ((2 * inter + 1) / (denom + 1)).mean()
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])  # nll_loss, or cross_entropy to smooth
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_dice_and_weighted_smoothed_ce_equal_their_textbook_forms_with_gradients(channels_last):
+def test_dice_and_weighted_ce_equal_their_textbook_forms_with_gradients(channels_last, smoothing):
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(3, 5, 12, 10, generator=g) * 2
     target = torch.randint(0, 5, (3, 12, 10), generator=g)
@@ -154,10 +155,10 @@ def test_dice_and_weighted_smoothed_ce_equal_their_textbook_forms_with_gradients
     layout = torch.channels_last if channels_last else torch.contiguous_format
     ours_in = logits.clone().contiguous(memory_format=layout).requires_grad_()
     ref_in = logits.clone().requires_grad_()
-    loss = SegmentationLoss(5, class_weights=weights, dice_weight=0.7, label_smoothing=0.1)
+    loss = SegmentationLoss(5, class_weights=weights, dice_weight=0.7, label_smoothing=smoothing)
     terms = loss(ours_in, target)
     ref_ce = F.cross_entropy(
-        ref_in, target, weight=torch.tensor(weights), ignore_index=255, label_smoothing=0.1
+        ref_in, target, weight=torch.tensor(weights), ignore_index=255, label_smoothing=smoothing
     )
     ref_dice = _dice_by_one_hot(ref_in, target, 5)
     assert terms["ce"].item() == pytest.approx(ref_ce.item(), rel=1e-5)

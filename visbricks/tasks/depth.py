@@ -83,7 +83,7 @@ class DepthTask(DepthData, DepthModelRole, DepthPredictor, Task):
     def forward(self, model: nn.Module, batch: dict) -> dict:
         """Disparity of the target at every scale and the motion from it to each source."""
         # One call for both networks: under torchrun ``model`` is the DDP wrapper, which has
-        # no other method and syncs gradients only for what its forward ran.
+        # no other method, and whose forward is what prepares its gradient all-reduce.
         outputs = dict(model(batch[("color_aug", 0, 0)], pose_frames=self.pose_frames(batch)))
         outputs.update(self.pose_outputs(*outputs.pop("pose")))
         if self.pose_refine:  # the count includes this batch (predict_pose adds it)
